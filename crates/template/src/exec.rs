@@ -333,7 +333,7 @@ impl<'a> Exec<'a> {
             (_, Value::Missing(key)) => Err(TemplateError::MissingKey {
                 key: key.to_string(),
                 pos: self.pos(pos),
-                context: format!("{} needs a {} argument", f.name(), param.go_name()),
+                context: format!("{} needs {} argument", f.name(), param.described()),
             }),
             (_, Value::Nil) => Err(self.err(
                 pos,
@@ -402,6 +402,23 @@ impl<'a> Exec<'a> {
         param: Param,
         arg: &Arg<'a>,
     ) -> Result<Value> {
+        let constant = match (param, arg) {
+            (Param::Str | Param::Int, Arg::Bool(..)) => Some("boolean constant"),
+            (Param::Str, Arg::Int(..)) => Some("integer constant"),
+            (Param::Int, Arg::Str(..)) => Some("string constant"),
+            (Param::Str | Param::Int, Arg::Nil(_)) => Some("nil"),
+            _ => None,
+        };
+        if let Some(found) = constant {
+            return Err(self.err(
+                arg.pos(),
+                format!(
+                    "wrong type for argument of {}: expected {}, found {found}",
+                    f.name(),
+                    param.go_name()
+                ),
+            ));
+        }
         let v = self.eval_arg(dot, param, arg)?;
         match arg {
             Arg::Bool(..) | Arg::Int(..) | Arg::Str(..) | Arg::Nil(_) => Ok(v),

@@ -61,6 +61,14 @@ pub(crate) enum Param {
 }
 
 impl Param {
+    pub(crate) fn described(self) -> &'static str {
+        match self {
+            Param::Str => "a string",
+            Param::Int => "an integer",
+            Param::Any => "a value",
+        }
+    }
+
     pub(crate) fn go_name(self) -> &'static str {
         match self {
             Param::Str => "string",
@@ -321,7 +329,7 @@ pub(crate) fn call(f: Func, args: &[Value], limit: usize) -> Result<Value, CallE
                 (start, end)
             };
             if a < 0 || b < a || b > len {
-                return fail("substr: slice bounds out of range");
+                return fail("slice bounds out of range");
             }
             Value::str(&src[a as usize..b as usize])
         }

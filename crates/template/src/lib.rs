@@ -113,7 +113,7 @@ pub enum TemplateError {
     },
     /// The template uses a Go template feature that keyseal deliberately does not implement
     /// (`define`/`template`/`block`, float constants, some `printf` forms).
-    #[error("unsupported {feature} at {pos}")]
+    #[error("unsupported at {pos}: {feature}")]
     Unsupported {
         /// The feature, as written in the template.
         feature: String,
@@ -144,7 +144,7 @@ pub enum TemplateError {
         context: String,
     },
     /// Evaluation failed: a wrong argument type, an index out of range, ranging over a string…
-    #[error("{message} at {pos}")]
+    #[error("evaluation failed at {pos}: {message}")]
     Exec {
         /// Where evaluation failed.
         pos: Position,

@@ -116,6 +116,9 @@ fn corpus_matches_go() {
                 got.map(|g| String::from_utf8_lossy(&g).into_owned())
             )),
             (None, Err(e)) => {
+                if std::env::var_os("CORPUS_SHOW_ERRORS").is_some() {
+                    eprintln!("{}: {e}", case.name);
+                }
                 assert!(
                     case.go_error || case.keyseal_error,
                     "{}: case has no expectation",
