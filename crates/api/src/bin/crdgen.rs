@@ -1,0 +1,5 @@
+//! Prints the SealedSecret CRD as YAML: `cargo run -p keyseal-api --bin crdgen > crds/sealedsecret.yaml`.
+
+fn main() {
+    print!("{}", keyseal_api::crd_yaml());
+}

@@ -1,0 +1,228 @@
+//! Reading Secrets and SealedSecrets from files: multi-document YAML or concatenated JSON.
+//!
+//! Error messages name the document and the field but never quote a value: the input is
+//! plaintext secrets, and serde's own messages may echo the offending value.
+
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::Value;
+
+use crate::SealedSecret;
+
+/// Why an input document could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The text is neither YAML nor JSON.
+    #[error("{format} syntax error{}", .location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
+    Syntax {
+        /// `YAML` or `JSON`.
+        format: &'static str,
+        /// `line L column C`, when known.
+        location: Option<String>,
+    },
+    /// No object in the input.
+    #[error("no object found in the input")]
+    Empty,
+    /// A document is not the expected kind.
+    #[error("document {index}: expected kind {expected}, found {found}")]
+    WrongKind {
+        /// 1-based document number.
+        index: usize,
+        /// The kind wanted.
+        expected: &'static str,
+        /// The kind found.
+        found: String,
+    },
+    /// A field has the wrong shape.
+    #[error("document {index}: field {field} {problem}")]
+    Field {
+        /// 1-based document number.
+        index: usize,
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong, e.g. `must be a map of strings`.
+        problem: String,
+    },
+}
+
+/// Splits text into JSON values: concatenated JSON when it starts with `{` or `[`, otherwise
+/// multi-document YAML. Empty documents are skipped.
+pub fn documents(text: &str) -> Result<Vec<Value>, InputError> {
+    let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    let values: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        serde_json::Deserializer::from_str(trimmed)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| InputError::Syntax {
+                format: "JSON",
+                location: Some(format!("line {} column {}", e.line(), e.column())),
+            })?
+    } else {
+        serde_saphyr::from_multiple::<Value>(text).map_err(|e| InputError::Syntax {
+            format: "YAML",
+            location: e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column())),
+        })?
+    };
+    let values: Vec<Value> = values.into_iter().filter(|v| !v.is_null()).collect();
+    if values.is_empty() {
+        return Err(InputError::Empty);
+    }
+    Ok(values)
+}
+
+fn check_kind(index: usize, doc: &Value, expected: &'static str) -> Result<(), InputError> {
+    match doc.get("kind").and_then(Value::as_str) {
+        None => Ok(()),
+        Some(kind) if kind == expected => Ok(()),
+        Some(kind) => Err(InputError::WrongKind {
+            index,
+            expected,
+            found: kind.to_owned(),
+        }),
+    }
+}
+
+fn field_error(index: usize, field: &str, problem: &str) -> InputError {
+    InputError::Field {
+        index,
+        field: field.to_owned(),
+        problem: problem.to_owned(),
+    }
+}
+
+/// Checks `data`/`stringData` by hand (so no value is ever quoted), then decodes the rest.
+fn secret_from_value(index: usize, mut doc: Value) -> Result<Secret, InputError> {
+    check_kind(index, &doc, "Secret")?;
+    let obj = doc
+        .as_object_mut()
+        .ok_or_else(|| field_error(index, "(document)", "must be an object"))?;
+    let mut data = std::collections::BTreeMap::new();
+    if let Some(d) = obj.remove("data").filter(|v| !v.is_null()) {
+        let map = d
+            .as_object()
+            .ok_or_else(|| field_error(index, "data", "must be a map of base64 strings"))?;
+        for (k, v) in map {
+            let field = format!("data.{k}");
+            let s = v
+                .as_str()
+                .ok_or_else(|| field_error(index, &field, "must be a base64 string"))?;
+            let bytes = keyseal_crypto::decode_base64(s).map_err(|_| {
+                field_error(
+                    index,
+                    &field,
+                    "is not valid base64 (put plain text under stringData instead)",
+                )
+            })?;
+            data.insert(k.clone(), k8s_openapi::ByteString(bytes));
+        }
+    }
+    let mut string_data = std::collections::BTreeMap::new();
+    if let Some(d) = obj.remove("stringData").filter(|v| !v.is_null()) {
+        let map = d
+            .as_object()
+            .ok_or_else(|| field_error(index, "stringData", "must be a map of strings"))?;
+        for (k, v) in map {
+            let s = v.as_str().ok_or_else(|| {
+                field_error(
+                    index,
+                    &format!("stringData.{k}"),
+                    "must be a string (quote numbers and booleans)",
+                )
+            })?;
+            string_data.insert(k.clone(), s.to_owned());
+        }
+    }
+    // With data and stringData removed, serde's messages can only quote metadata.
+    let mut secret: Secret = serde_json::from_value(doc)
+        .map_err(|e| field_error(index, "(metadata or type)", &e.to_string()))?;
+    secret.data = (!data.is_empty()).then_some(data);
+    secret.string_data = (!string_data.is_empty()).then_some(string_data);
+    Ok(secret)
+}
+
+/// Reads every Secret in `text`. A `List`/`SecretList` contributes its items.
+pub fn secrets(text: &str) -> Result<Vec<Secret>, InputError> {
+    let mut out = Vec::new();
+    for (i, doc) in documents(text)?.into_iter().enumerate() {
+        let index = i + 1;
+        match doc.get("kind").and_then(Value::as_str) {
+            Some("List" | "SecretList") => {
+                let items = doc
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for item in items {
+                    out.push(secret_from_value(index, item)?);
+                }
+            }
+            _ => out.push(secret_from_value(index, doc)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads every SealedSecret in `text`.
+pub fn sealed_secrets(text: &str) -> Result<Vec<SealedSecret>, InputError> {
+    documents(text)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            check_kind(i + 1, &doc, "SealedSecret")?;
+            // SealedSecrets hold only ciphertext, so serde's message is safe to pass on.
+            serde_json::from_value(doc)
+                .map_err(|e| field_error(i + 1, "(SealedSecret)", &e.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_yaml_and_concatenated_json() {
+        let yaml = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: a}\nstringData: {x: why}\n---\n---\nkind: Secret\nmetadata: {name: b}\ndata: {x: eQ==}\n";
+        let s = secrets(yaml).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].data.as_ref().unwrap()["x"].0, b"y");
+        let json = r#"{"kind":"Secret","metadata":{"name":"a"}} {"kind":"Secret","metadata":{"name":"b"}}"#;
+        assert_eq!(secrets(json).unwrap().len(), 2);
+        let list = r#"{"kind":"List","items":[{"kind":"Secret","metadata":{"name":"a"}},{"kind":"Secret","metadata":{"name":"b"}}]}"#;
+        assert_eq!(secrets(list).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_never_the_value() {
+        let e = secrets("kind: Secret\nmetadata: {name: a}\nstringData: {password: 123456789}\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "document 1: field stringData.password must be a string (quote numbers and booleans)"
+        );
+        let e = secrets("kind: Secret\nmetadata: {name: a}\ndata: {password: 'hunter2!!'}\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("data.password is not valid base64"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("hunter2"));
+        let e = secrets("kind: ConfigMap\nmetadata: {name: a}\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "document 1: expected kind Secret, found ConfigMap"
+        );
+        assert_eq!(secrets("").unwrap_err(), InputError::Empty);
+        let e = secrets("kind: Secret\nmetadata: [unclosed\n").unwrap_err();
+        assert!(e.to_string().starts_with("YAML syntax error"), "{e}");
+        let e =
+            secrets("{\"kind\": \"Secret\", \"data\": {\"a\": \"top-secret-value\"").unwrap_err();
+        assert!(
+            e.to_string().starts_with("JSON syntax error at line 1"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("top-secret"));
+    }
+}

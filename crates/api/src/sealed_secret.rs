@@ -1,0 +1,181 @@
+//! The `SealedSecret` custom resource (`bitnami.com/v1alpha1`), shaped like upstream's CRD so that
+//! objects written for either controller are valid for the other.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The only condition type; Argo CD's health check reads it.
+pub const CONDITION_SYNCED: &str = "Synced";
+
+/// A Secret sealed for one cluster: each value encrypted to the cluster's sealing key.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "bitnami.com",
+    version = "v1alpha1",
+    kind = "SealedSecret",
+    plural = "sealedsecrets",
+    namespaced,
+    status = "SealedSecretStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[0].message"}"#,
+    printcolumn = r#"{"name":"Synced","type":"string","jsonPath":".status.conditions[0].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedSecretSpec {
+    /// The shape of the Secret to create: metadata, type, immutability and templated data.
+    #[serde(default, skip_serializing_if = "SecretTemplateSpec::is_empty")]
+    pub template: SecretTemplateSpec,
+
+    /// Deprecated v1 format: one sealed JSON-encoded Secret. Use `encryptedData`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "legacy_data_schema")]
+    pub data: Option<ByteString>,
+
+    /// Item name → base64 value sealed to the cluster's key.
+    #[serde(default, deserialize_with = "lenient_string_map")]
+    #[schemars(schema_with = "encrypted_data_schema")]
+    pub encrypted_data: BTreeMap<String, String>,
+}
+
+/// Describes the Secret created from a SealedSecret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplateSpec {
+    /// Metadata of the Secret (name and namespace are always the SealedSecret's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "template_metadata_schema")]
+    pub metadata: Option<ObjectMeta>,
+
+    /// Secret type, e.g. `kubernetes.io/dockerconfigjson`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+
+    /// Makes the Secret immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<bool>,
+
+    /// Item name → template rendered with the decrypted items; `null` drops the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "template_data_schema")]
+    pub data: Option<BTreeMap<String, Option<String>>>,
+}
+
+impl SecretTemplateSpec {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Observed state of a SealedSecret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedSecretStatus {
+    /// The generation of the SealedSecret the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions; keyseal writes exactly one, of type `Synced`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<SealedSecretCondition>,
+}
+
+/// One status condition.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedSecretCondition {
+    /// Condition type: `Synced`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Last time the condition was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    /// Last time `status` changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    /// A fixed, machine-readable reason (upstream leaves it empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail, the error text on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Upstream decodes `encryptedData` leniently (the CRD preserves unknown fields there): entries
+/// whose value is not a string are kept as empty strings so unsealing names them in its error
+/// instead of the whole object failing to decode.
+fn lenient_string_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match value {
+        Some(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                _ => (k, String::new()),
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    })
+}
+
+fn encrypted_data_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+}
+
+fn legacy_data_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "format": "byte", "x-kubernetes-preserve-unknown-fields": true })
+}
+
+fn template_data_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "object", "nullable": true, "additionalProperties": { "type": "string" } })
+}
+
+fn template_metadata_schema(_: &mut SchemaGenerator) -> Schema {
+    let string_map =
+        json_schema!({ "type": "object", "additionalProperties": { "type": "string" } });
+    json_schema!({
+        "type": "object",
+        "nullable": true,
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {
+            "annotations": string_map,
+            "finalizers": { "type": "array", "items": { "type": "string" } },
+            "labels": string_map,
+            "name": { "type": "string" },
+            "namespace": { "type": "string" }
+        }
+    })
+}
+
+/// The CustomResourceDefinition, with `spec.encryptedData` required as upstream's CRD has it.
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt as _;
+    let mut crd = SealedSecret::crd();
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.required = Some(vec!["encryptedData".to_owned()]);
+        }
+        // Status is written by either controller; keep fields the other may add.
+        if let Some(status) = schema.properties.as_mut().and_then(|p| p.get_mut("status")) {
+            status.x_kubernetes_preserve_unknown_fields = Some(true);
+        }
+    }
+    crd
+}
