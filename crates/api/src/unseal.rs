@@ -215,10 +215,14 @@ pub fn unseal(
     secret.metadata = strip_server_fields(std::mem::take(&mut secret.metadata));
     secret.metadata.name = ss.metadata.name.clone();
     secret.metadata.namespace = ss.metadata.namespace.clone();
-    if !is_true(
+    // Without a uid (a SealedSecret read from a file, as in recovery) there is no owner to point
+    // at, and the API server rejects an ownerReference with an empty uid.
+    let has_uid = ss.metadata.uid.as_deref().is_some_and(|u| !u.is_empty());
+    let skip = is_true(
         secret.metadata.annotations.as_ref(),
         SKIP_SET_OWNER_REFERENCES,
-    ) {
+    );
+    if has_uid && !skip {
         secret.metadata.owner_references = Some(vec![owner_reference(&ss.metadata)]);
     }
     Ok(Unsealed {

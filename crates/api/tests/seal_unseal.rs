@@ -296,13 +296,27 @@ fn template_data_renders_drops_and_never_shadows_sealed_items() {
 
 #[test]
 fn skip_set_owner_references_in_the_template() {
-    let mut ss = sealed_for(Scope::Strict, "ns", "n");
-    ss.spec.template.metadata.as_mut().unwrap().annotations = Some(BTreeMap::from([(
+    let ss = with_uid(sealed_for(Scope::Strict, "ns", "n"));
+    let owned = unseal(&ss, &[key()], UnsealOptions::default()).unwrap();
+    assert_eq!(
+        owned.secret.metadata.owner_references.map(|o| o.len()),
+        Some(1)
+    );
+    let mut skipped = ss.clone();
+    skipped.spec.template.metadata.as_mut().unwrap().annotations = Some(BTreeMap::from([(
         SKIP_SET_OWNER_REFERENCES.into(),
         "true".into(),
     )]));
-    let out = unseal(&ss, &[key()], UnsealOptions::default()).unwrap();
+    let out = unseal(&skipped, &[key()], UnsealOptions::default()).unwrap();
     assert_eq!(out.secret.metadata.owner_references, None);
+    // A SealedSecret read from a file has no uid, so there is no owner to reference.
+    let from_file = unseal(
+        &sealed_for(Scope::Strict, "ns", "n"),
+        &[key()],
+        UnsealOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(from_file.secret.metadata.owner_references, None);
 }
 
 fn legacy(ns: &str, name: &str, secret_json: &str) -> SealedSecret {

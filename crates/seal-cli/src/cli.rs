@@ -1,0 +1,241 @@
+//! Command-line flags, compatible with kubeseal's: same names, same defaults, and the same
+//! `SEALED_SECRETS_<FLAG>` environment variables.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keyseal_api::Scope;
+
+/// Seal Kubernetes Secrets so they can be stored in Git; only the cluster can unseal them.
+///
+/// Reads a Secret (YAML or JSON, several documents allowed) from stdin or -f and writes a
+/// SealedSecret to stdout or -w. Works offline with --cert.
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyseal",
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// keyseal-only commands.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub seal: SealArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// keyseal-only commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Output format.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Pretty-printed JSON.
+    Json,
+    /// YAML, each object preceded by `---`.
+    Yaml,
+}
+
+/// kubeseal's own flags.
+#[derive(Args, Debug)]
+pub struct SealArgs {
+    /// Certificate / public key file or URL (file path, http://, https://, file://) to seal
+    /// with. Overrides --controller-*.
+    #[arg(long, env = "SEALED_SECRETS_CERT", value_name = "FILE|URL")]
+    pub cert: Option<String>,
+
+    /// Write the certificate to stdout, for later use with --cert.
+    #[arg(long, env = "SEALED_SECRETS_FETCH_CERT")]
+    pub fetch_cert: bool,
+
+    /// Name of the sealed-secrets controller's Service.
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_CONTROLLER_NAME",
+        default_value = "sealed-secrets-controller"
+    )]
+    pub controller_name: String,
+
+    /// Namespace of the sealed-secrets controller.
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_CONTROLLER_NAMESPACE",
+        default_value = "kube-system"
+    )]
+    pub controller_namespace: String,
+
+    /// Output format for sealed secrets (a -w file ending in .yaml or .yml implies yaml).
+    #[arg(
+        short = 'o',
+        long = "format",
+        env = "SEALED_SECRETS_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub format: Format,
+
+    /// Secret (input) file; stdin when absent.
+    #[arg(
+        short = 'f',
+        long = "secret-file",
+        env = "SEALED_SECRETS_SECRET_FILE",
+        value_name = "FILE"
+    )]
+    pub secret_file: Option<PathBuf>,
+
+    /// Sealed-secret (output) file, written atomically and only if everything succeeded.
+    #[arg(
+        short = 'w',
+        long = "sealed-secret-file",
+        env = "SEALED_SECRETS_SEALED_SECRET_FILE",
+        value_name = "FILE"
+    )]
+    pub sealed_secret_file: Option<PathBuf>,
+
+    /// Scope: strict, namespace-wide or cluster-wide. Without it, the scope annotations on
+    /// the input Secret decide (strict when there are none).
+    #[arg(long, env = "SEALED_SECRETS_SCOPE", value_parser = parse_scope)]
+    pub scope: Option<Scope>,
+
+    /// Seal one raw value (stdin or --from-file) and print only its base64.
+    #[arg(long, env = "SEALED_SECRETS_RAW")]
+    pub raw: bool,
+
+    /// Name of the SealedSecret (required with --raw in strict scope).
+    #[arg(long, env = "SEALED_SECRETS_NAME")]
+    pub name: Option<String>,
+
+    /// (only with --raw) read the value from a file: `[key=]path`, as in kubectl.
+    #[arg(
+        long = "from-file",
+        env = "SEALED_SECRETS_FROM_FILE",
+        value_delimiter = ',',
+        value_name = "[KEY=]PATH"
+    )]
+    pub from_file: Vec<String>,
+
+    /// Merge the input Secret's items into an existing SealedSecret file, in place.
+    #[arg(
+        long = "merge-into",
+        env = "SEALED_SECRETS_MERGE_INTO",
+        value_name = "FILE"
+    )]
+    pub merge_into: Option<PathBuf>,
+
+    /// Re-encrypt a SealedSecret with the cluster's newest key (through the controller).
+    #[arg(
+        long = "re-encrypt",
+        visible_alias = "rotate",
+        env = "SEALED_SECRETS_RE_ENCRYPT"
+    )]
+    pub re_encrypt: bool,
+
+    /// Check that the controller can decrypt the input SealedSecret.
+    #[arg(long, env = "SEALED_SECRETS_VALIDATE")]
+    pub validate: bool,
+
+    /// Decrypt SealedSecrets from the input with --recovery-private-key (disaster recovery).
+    #[arg(long = "recovery-unseal", env = "SEALED_SECRETS_RECOVERY_UNSEAL")]
+    pub recovery_unseal: bool,
+
+    /// Private key file(s) for --recovery-unseal: PEM keys, or a backup of the controller's key
+    /// Secret(s) as JSON/YAML (Secret, SecretList or List). Repeat or separate with commas.
+    #[arg(
+        long = "recovery-private-key",
+        env = "SEALED_SECRETS_RECOVERY_PRIVATE_KEY",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub recovery_private_key: Vec<PathBuf>,
+
+    /// Allow a Secret without data.
+    #[arg(long = "allow-empty-data", env = "SEALED_SECRETS_ALLOW_EMPTY_DATA")]
+    pub allow_empty_data: bool,
+
+    /// Print version information and exit.
+    #[arg(long)]
+    pub version: bool,
+}
+
+/// The usual kubectl connection flags.
+#[derive(Args, Debug, Default, Clone)]
+pub struct KubeArgs {
+    /// Path to a kubeconfig (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "SEALED_SECRETS_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the Secret (default: the input's, then the kubeconfig context's, then `default`).
+    #[arg(short = 'n', long, env = "SEALED_SECRETS_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Kubeconfig context to use.
+    #[arg(long, env = "SEALED_SECRETS_CONTEXT")]
+    pub context: Option<String>,
+    /// Kubeconfig cluster to use.
+    #[arg(long, env = "SEALED_SECRETS_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Kubeconfig user to use.
+    #[arg(long, env = "SEALED_SECRETS_USER")]
+    pub user: Option<String>,
+    /// The address of the Kubernetes API server.
+    #[arg(short = 's', long, env = "SEALED_SECRETS_SERVER")]
+    pub server: Option<String>,
+    /// Bearer token for the API server.
+    #[arg(long, env = "SEALED_SECRETS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Do not verify the API server's certificate (insecure).
+    #[arg(
+        long = "insecure-skip-tls-verify",
+        env = "SEALED_SECRETS_INSECURE_SKIP_TLS_VERIFY"
+    )]
+    pub insecure_skip_tls_verify: bool,
+    /// Timeout of API requests, e.g. `30s` or `1m`.
+    #[arg(long = "request-timeout", env = "SEALED_SECRETS_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    pub request_timeout: Option<std::time::Duration>,
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    s.parse()
+}
+
+/// Parses kubectl-style durations: a bare number of seconds, or `<n>s`, `<n>m`, `<n>h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 5m, 1h)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("invalid duration {s:?} (use e.g. 30s, 5m, 1h)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flag_definitions_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("30").unwrap().as_secs(), 30);
+        assert_eq!(super::parse_duration("2m").unwrap().as_secs(), 120);
+        assert!(super::parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! `keyseal`: seal Kubernetes Secrets for a cluster, flag-compatible with kubeseal.
+
+#![forbid(unsafe_code)]
+
+mod cert;
+mod cli;
+mod controller;
+mod error;
+mod io;
+mod kubeconfig;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+fn main() -> ExitCode {
+    // One TLS crypto provider for the kube client and --cert https:// URLs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if cli.seal.version {
+        println!("keyseal version: {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if let Some(cli::Command::Completion { shell }) = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut cli::Cli::command(),
+            "keyseal",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    match run::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if let Some(hint) = e.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
