@@ -34,6 +34,46 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Manage sealing keys outside a cluster.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// Sealing-key commands.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Generate a sealing key pair exactly as the controller would: RSA-4096 and a self-signed
+    /// certificate; optionally also the key Secret to install it in a cluster.
+    Generate(GenerateArgs),
+}
+
+/// Arguments of `keyseal keys generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Where to write the private key (PKCS#1 PEM, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub key_out: std::path::PathBuf,
+    /// Where to write the certificate (PEM) to seal with.
+    #[arg(long, value_name = "FILE")]
+    pub cert_out: std::path::PathBuf,
+    /// Also write the key Secret (upstream's layout, mode 0600) for `kubectl apply`.
+    #[arg(long, value_name = "FILE")]
+    pub secret_out: Option<std::path::PathBuf>,
+    /// Namespace of the key Secret (the controller's namespace).
+    #[arg(long, default_value = "kube-system")]
+    pub secret_namespace: String,
+    /// Name prefix of the key Secret (the controller's --key-prefix).
+    #[arg(long, default_value = "sealed-secrets-key")]
+    pub key_prefix: String,
+    /// RSA key size in bits.
+    #[arg(long, default_value_t = 4096, value_parser = parse_key_size)]
+    pub key_size: usize,
+    /// Certificate subject common name (the controller's --my-cn); empty by default.
+    #[arg(long, default_value = "")]
+    pub my_cn: String,
+    /// Certificate validity (the controller's --key-ttl), e.g. 87600h.
+    #[arg(long, default_value = "87600h", value_parser = parse_duration)]
+    pub key_ttl: std::time::Duration,
 }
 
 /// Output format.
@@ -199,6 +239,13 @@ pub struct KubeArgs {
     /// Timeout of API requests, e.g. `30s` or `1m`.
     #[arg(long = "request-timeout", env = "SEALED_SECRETS_REQUEST_TIMEOUT", value_parser = parse_duration)]
     pub request_timeout: Option<std::time::Duration>,
+}
+
+fn parse_key_size(s: &str) -> Result<usize, String> {
+    match s {
+        "2048" | "3072" | "4096" | "8192" => Ok(s.parse().unwrap_or(4096)),
+        _ => Err("must be one of: 2048, 3072, 4096, 8192".to_owned()),
+    }
 }
 
 fn parse_scope(s: &str) -> Result<Scope, String> {

@@ -7,6 +7,7 @@ mod cli;
 mod controller;
 mod error;
 mod io;
+mod keys;
 mod kubeconfig;
 mod run;
 
@@ -32,16 +33,15 @@ fn main() -> ExitCode {
         println!("keyseal version: {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    if let Some(cli::Command::Completion { shell }) = cli.command {
-        clap_complete::generate(
-            shell,
-            &mut cli::Cli::command(),
-            "keyseal",
-            &mut std::io::stdout(),
-        );
-        return ExitCode::SUCCESS;
-    }
-    match run::run(cli) {
+    let result = match &cli.command {
+        Some(cli::Command::Completion { shell }) => {
+            clap_complete::generate(*shell, &mut cli::Cli::command(), "keyseal", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(cli::Command::Keys(cli::KeysCommand::Generate(args))) => keys::generate(args),
+        None => run::run(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", e.message);
