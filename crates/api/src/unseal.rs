@@ -278,3 +278,41 @@ fn render_template_data(
     data.extend(rendered);
     Ok(())
 }
+
+/// Re-seals every value of `ss` to `to` (the newest key), keeping name, namespace, scope and the
+/// template as they are. Rendered template data is *not* baked into `encryptedData` (upstream's
+/// `/v1/rotate` does that; keyseal keeps templates as templates).
+pub fn reseal(ss: &SealedSecret, keys: &[&PrivateKey], to: &keyseal_crypto::PublicKey) -> Result<SealedSecret, UnsealError> {
+    let label = label_of(ss);
+    let reseal_one = |bytes: &[u8]| -> Result<Vec<u8>, ()> {
+        let opened = open(keys.iter().copied(), &label, bytes).map_err(|_| ())?;
+        keyseal_crypto::seal(to, &label, &opened.plaintext).map_err(|_| ())
+    };
+    let mut out = ss.clone();
+    out.status = None;
+    if let Some(legacy) = ss.spec.data.as_ref().filter(|_| ss.spec.encrypted_data.is_empty()) {
+        let sealed = reseal_one(&legacy.0).map_err(|()| UnsealError::NoKeyCouldDecrypt { items: vec!["data".to_owned()] })?;
+        out.spec.data = Some(ByteString(sealed));
+        return Ok(out);
+    }
+    let (mut bad_base64, mut failed) = (Vec::new(), Vec::new());
+    for (item, value) in &ss.spec.encrypted_data {
+        let Ok(bytes) = decode_base64(value) else {
+            bad_base64.push(item.clone());
+            continue;
+        };
+        match reseal_one(&bytes) {
+            Ok(sealed) => {
+                out.spec.encrypted_data.insert(item.clone(), keyseal_crypto::encode_base64(&sealed));
+            }
+            Err(()) => failed.push(item.clone()),
+        }
+    }
+    if !bad_base64.is_empty() {
+        return Err(UnsealError::InvalidBase64 { items: bad_base64 });
+    }
+    if !failed.is_empty() {
+        return Err(UnsealError::NoKeyCouldDecrypt { items: failed });
+    }
+    Ok(out)
+}

@@ -1,0 +1,160 @@
+//! Prometheus metrics: upstream's names (prefix `sealed_secrets_controller_`) plus keyseal's key
+//! inventory. Labels are fixed strings, namespaces and names: never values or keys.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// `reason`, `namespace`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// fetch, unseal, update, unmanaged, status.
+    pub reason: String,
+    /// Namespace of the SealedSecret.
+    pub namespace: String,
+}
+
+/// `namespace`, `name`, `condition`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    /// Namespace of the SealedSecret.
+    pub namespace: String,
+    /// Name of the SealedSecret.
+    pub name: String,
+    /// Condition type (`Synced`).
+    pub condition: String,
+}
+
+/// `path`, `code`, `method`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Route.
+    pub path: String,
+    /// Status code.
+    pub code: String,
+    /// HTTP method.
+    pub method: String,
+}
+
+/// `path`, `method`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route.
+    pub path: String,
+    /// HTTP method.
+    pub method: String,
+}
+
+/// `version`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// keyseal version.
+    pub version: String,
+}
+
+/// `fingerprint`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    /// Key fingerprint (`SHA256:…` of the public key).
+    pub fingerprint: String,
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Unseal attempts.
+    pub unseal_requests: Counter,
+    /// Failures by reason and namespace.
+    pub unseal_errors: Family<ErrorLabels, Counter>,
+    /// 1 Synced=True, 0 Synced=False, -1 unknown.
+    pub condition_info: Family<ConditionLabels, Gauge>,
+    /// HTTP requests served.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP latency.
+    pub http_duration: Family<RouteLabels, Histogram>,
+    /// Number of loaded sealing keys.
+    pub keys: Gauge,
+    /// Age of the newest key in seconds.
+    pub newest_key_age: Gauge,
+    /// SealedSecrets last opened by each key.
+    pub sealed_secrets_per_key: Family<KeyLabels, Gauge>,
+    /// 1 while this replica is the leader.
+    pub leader: Gauge,
+}
+
+impl Metrics {
+    /// Registers everything, with the error counters present at zero for every reason.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("sealed_secrets_controller");
+        let unseal_requests = Counter::default();
+        let unseal_errors = Family::<ErrorLabels, Counter>::default();
+        let condition_info = Family::<ConditionLabels, Gauge>::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+        });
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        let (keys, newest_key_age, leader) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let sealed_secrets_per_key = Family::<KeyLabels, Gauge>::default();
+        registry.register("unseal_requests", "Unseal attempts", unseal_requests.clone());
+        registry.register("unseal_errors", "Unseal failures by reason", unseal_errors.clone());
+        registry.register("condition_info", "SealedSecret conditions: 1 true, 0 false, -1 unknown", condition_info.clone());
+        registry.register("http_requests", "HTTP requests served", http_requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
+        registry.register("build_info", "Build information", build_info.clone());
+        registry.register("keys", "Loaded sealing keys", keys.clone());
+        registry.register("newest_key_age_seconds", "Age of the newest sealing key", newest_key_age.clone());
+        registry.register("sealedsecrets_per_key", "SealedSecrets last unsealed with each key", sealed_secrets_per_key.clone());
+        registry.register("is_leader", "1 while this replica is the leader", leader.clone());
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        for reason in ["fetch", "unseal", "update", "unmanaged", "status"] {
+            let _ = unseal_errors.get_or_create(&ErrorLabels { reason: reason.into(), namespace: String::new() });
+        }
+        Arc::new(Self {
+            registry,
+            unseal_requests,
+            unseal_errors,
+            condition_info,
+            http_requests,
+            http_duration,
+            keys,
+            newest_key_age,
+            sealed_secrets_per_key,
+            leader,
+        })
+    }
+
+    /// Counts an error.
+    pub fn error(&self, reason: &str, namespace: &str) {
+        self.unseal_errors.get_or_create(&ErrorLabels { reason: reason.into(), namespace: namespace.into() }).inc();
+    }
+
+    /// Sets a SealedSecret's condition gauge.
+    pub fn condition(&self, namespace: &str, name: &str, synced: Option<bool>) {
+        let labels = ConditionLabels { namespace: namespace.into(), name: name.into(), condition: "Synced".into() };
+        self.condition_info.get_or_create(&labels).set(match synced {
+            Some(true) => 1,
+            Some(false) => 0,
+            None => -1,
+        });
+    }
+
+    /// Forgets a deleted SealedSecret.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let labels = ConditionLabels { namespace: namespace.into(), name: name.into(), condition: "Synced".into() };
+        self.condition_info.remove(&labels);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
