@@ -282,7 +282,11 @@ fn render_template_data(
 /// Re-seals every value of `ss` to `to` (the newest key), keeping name, namespace, scope and the
 /// template as they are. Rendered template data is *not* baked into `encryptedData` (upstream's
 /// `/v1/rotate` does that; keyseal keeps templates as templates).
-pub fn reseal(ss: &SealedSecret, keys: &[&PrivateKey], to: &keyseal_crypto::PublicKey) -> Result<SealedSecret, UnsealError> {
+pub fn reseal(
+    ss: &SealedSecret,
+    keys: &[&PrivateKey],
+    to: &keyseal_crypto::PublicKey,
+) -> Result<SealedSecret, UnsealError> {
     let label = label_of(ss);
     let reseal_one = |bytes: &[u8]| -> Result<Vec<u8>, ()> {
         let opened = open(keys.iter().copied(), &label, bytes).map_err(|_| ())?;
@@ -290,8 +294,15 @@ pub fn reseal(ss: &SealedSecret, keys: &[&PrivateKey], to: &keyseal_crypto::Publ
     };
     let mut out = ss.clone();
     out.status = None;
-    if let Some(legacy) = ss.spec.data.as_ref().filter(|_| ss.spec.encrypted_data.is_empty()) {
-        let sealed = reseal_one(&legacy.0).map_err(|()| UnsealError::NoKeyCouldDecrypt { items: vec!["data".to_owned()] })?;
+    if let Some(legacy) = ss
+        .spec
+        .data
+        .as_ref()
+        .filter(|_| ss.spec.encrypted_data.is_empty())
+    {
+        let sealed = reseal_one(&legacy.0).map_err(|()| UnsealError::NoKeyCouldDecrypt {
+            items: vec!["data".to_owned()],
+        })?;
         out.spec.data = Some(ByteString(sealed));
         return Ok(out);
     }
@@ -303,7 +314,9 @@ pub fn reseal(ss: &SealedSecret, keys: &[&PrivateKey], to: &keyseal_crypto::Publ
         };
         match reseal_one(&bytes) {
             Ok(sealed) => {
-                out.spec.encrypted_data.insert(item.clone(), keyseal_crypto::encode_base64(&sealed));
+                out.spec
+                    .encrypted_data
+                    .insert(item.clone(), keyseal_crypto::encode_base64(&sealed));
             }
             Err(()) => failed.push(item.clone()),
         }

@@ -12,7 +12,11 @@ use clap::{ArgAction, Parser, ValueEnum};
 #[command(name = "keyseal-controller", disable_version_flag = true)]
 pub struct Flags {
     /// Prefix of the key Secrets' names (and name of the legacy single key Secret).
-    #[arg(long, env = "SEALED_SECRETS_KEY_PREFIX", default_value = "sealed-secrets-key")]
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_KEY_PREFIX",
+        default_value = "sealed-secrets-key"
+    )]
     pub key_prefix: String,
     /// Size of new sealing keys in bits.
     #[arg(long, env = "SEALED_SECRETS_KEY_SIZE", default_value_t = 4096)]
@@ -31,7 +35,12 @@ pub struct Flags {
     #[arg(long, env = "SEALED_SECRETS_MY_CN", default_value = "")]
     pub my_cn: String,
     /// Which key is newest: by certificate NotBefore, or by the key Secret's creation time.
-    #[arg(long, env = "SEALED_SECRETS_KEY_ORDER_PRIORITY", value_enum, default_value = "CertNotBefore")]
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_KEY_ORDER_PRIORITY",
+        value_enum,
+        default_value = "CertNotBefore"
+    )]
     pub key_order_priority: KeyOrder,
     /// Extra labels for new key Secrets, `k=v,k2=v2`.
     #[arg(long, env = "SEALED_SECRETS_PRIVATEKEY_LABELS", default_value = "", value_parser = parse_map)]
@@ -44,7 +53,11 @@ pub struct Flags {
     #[arg(long, env = "SEALED_SECRETS_LISTEN_ADDR", default_value = ":8080")]
     pub listen_addr: String,
     /// HTTP address for /metrics.
-    #[arg(long, env = "SEALED_SECRETS_LISTEN_METRICS_ADDR", default_value = ":8081")]
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_LISTEN_METRICS_ADDR",
+        default_value = ":8081"
+    )]
     pub listen_metrics_addr: String,
     /// /v1/verify requests per second allowed per client.
     #[arg(long, env = "SEALED_SECRETS_RATE_LIMIT", default_value_t = 2)]
@@ -66,7 +79,11 @@ pub struct Flags {
     #[arg(long, env = "SEALED_SECRETS_ALL_NAMESPACES", default_value_t = true, action = ArgAction::Set)]
     pub all_namespaces: bool,
     /// More namespaces to watch when --all-namespaces=false, comma-separated.
-    #[arg(long, env = "SEALED_SECRETS_ADDITIONAL_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_ADDITIONAL_NAMESPACES",
+        value_delimiter = ','
+    )]
     pub additional_namespaces: Vec<String>,
     /// Only handle SealedSecrets matching this label selector.
     #[arg(long, env = "SEALED_SECRETS_LABEL_SELECTOR", default_value = "")]
@@ -86,7 +103,11 @@ pub struct Flags {
     #[arg(long, env = "SEALED_SECRETS_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
     pub leader_elect: bool,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "SEALED_SECRETS_LEADER_ELECTION_LEASE", default_value = "sealed-secrets-controller-leader")]
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_LEADER_ELECTION_LEASE",
+        default_value = "sealed-secrets-controller-leader"
+    )]
     pub leader_election_lease: String,
     /// Identity in the Lease (default: the pod name / host name plus a random suffix).
     #[arg(long, env = "SEALED_SECRETS_LEADER_ELECTION_ID")]
@@ -108,7 +129,12 @@ pub struct Flags {
     #[arg(long, env = "SEALED_SECRETS_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     /// Log format.
-    #[arg(long, env = "SEALED_SECRETS_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Print version information and exit.
     #[arg(long)]
@@ -147,10 +173,14 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         let (number, tail) = rest.split_at(digits);
         let value: f64 = number.parse().map_err(|_| bad())?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let seconds = match unit {
             "h" => 3600.0,
@@ -197,9 +227,23 @@ mod tests {
         let f = Flags::try_parse_from(["keyseal-controller"]).unwrap();
         assert_eq!(f.key_renew_period, Duration::from_secs(720 * 3600));
         assert_eq!(f.key_ttl, Duration::from_secs(87_600 * 3600));
-        assert_eq!((f.listen_addr.as_str(), f.listen_metrics_addr.as_str()), (":8080", ":8081"));
-        assert!(f.update_status && f.accept_deprecated_v1_data && f.all_namespaces && !f.skip_recreate);
-        let f = Flags::try_parse_from(["x", "--all-namespaces=false", "--additional-namespaces", "a,b", "--skip-recreate", "--rotate-period", "0"]).unwrap();
+        assert_eq!(
+            (f.listen_addr.as_str(), f.listen_metrics_addr.as_str()),
+            (":8080", ":8081")
+        );
+        assert!(
+            f.update_status && f.accept_deprecated_v1_data && f.all_namespaces && !f.skip_recreate
+        );
+        let f = Flags::try_parse_from([
+            "x",
+            "--all-namespaces=false",
+            "--additional-namespaces",
+            "a,b",
+            "--skip-recreate",
+            "--rotate-period",
+            "0",
+        ])
+        .unwrap();
         assert!(!f.all_namespaces && f.skip_recreate);
         assert_eq!(f.additional_namespaces, ["a", "b"]);
         assert_eq!(f.key_renew_period, Duration::ZERO);
@@ -207,8 +251,14 @@ mod tests {
 
     #[test]
     fn go_durations_and_maps() {
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
         assert!(parse_go_duration("5 minutes").is_err());
         assert_eq!(parse_map("a=1, b=2").unwrap().len(), 2);
         assert!(parse_map("a").is_err());

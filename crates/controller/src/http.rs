@@ -6,13 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use keyseal_api::SealedSecret;
 
 use crate::keys::KeyRing;
@@ -43,7 +43,11 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter with upstream's semantics (`--rate-limit`, `--rate-limit-burst`).
     pub fn new(rate: u32, burst: u32) -> Self {
-        Self { rate: f64::from(rate), burst: f64::from(burst.max(1)), buckets: Mutex::default() }
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::default(),
+        }
     }
 
     /// Takes a token for `client` if one is available.
@@ -52,7 +56,9 @@ impl RateLimiter {
         let mut buckets = self.buckets.lock().expect("limiter lock");
         if buckets.len() > 10_000 {
             // Forget idle clients so the map cannot grow without bound.
-            buckets.retain(|_, (tokens, at)| *tokens < self.burst && now.duration_since(*at).as_secs() < 60);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens < self.burst && now.duration_since(*at).as_secs() < 60
+            });
         }
         let (tokens, at) = buckets.entry(client).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
@@ -80,28 +86,55 @@ pub fn api_router(state: HttpState) -> Router {
 
 /// The metrics router: /metrics.
 pub fn metrics_router(state: HttpState) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(state)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 async fn observe(State(state): State<HttpState>, request: Request, next: Next) -> Response {
-    let path = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
-    state.metrics.http_duration.get_or_create(&RouteLabels { path: path.clone(), method: method.clone() }).observe(started.elapsed().as_secs_f64());
-    state.metrics.http_requests.get_or_create(&HttpLabels { path, code: response.status().as_u16().to_string(), method }).inc();
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            path: path.clone(),
+            method: method.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            path,
+            code: response.status().as_u16().to_string(),
+            method,
+        })
+        .inc();
     response
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    if state.ring.newest().is_some() { (StatusCode::OK, "ok").into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, "no sealing key loaded yet").into_response() }
+    if state.ring.newest().is_some() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no sealing key loaded yet").into_response()
+    }
 }
 
 async fn cert(State(state): State<HttpState>) -> Response {
     match state.ring.newest() {
         Some(key) => {
             let mut response = key.certificate.to_pem().into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            );
             response
         }
         None => (StatusCode::SERVICE_UNAVAILABLE, "no sealing key loaded yet").into_response(),
@@ -109,23 +142,28 @@ async fn cert(State(state): State<HttpState>) -> Response {
 }
 
 /// A SealedSecret from a JSON or YAML body.
-fn parse_body(body: &Bytes) -> Result<SealedSecret, Response> {
-    let text = std::str::from_utf8(body).map_err(|_| (StatusCode::BAD_REQUEST, "body is not UTF-8").into_response())?;
-    let mut all = keyseal_api::input::sealed_secrets(text).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
+fn parse_body(body: &Bytes) -> Result<SealedSecret, Box<Response>> {
+    let bad = |message: String| Box::new((StatusCode::BAD_REQUEST, message).into_response());
+    let text = std::str::from_utf8(body).map_err(|_| bad("body is not UTF-8".into()))?;
+    let mut all = keyseal_api::input::sealed_secrets(text).map_err(|e| bad(e.to_string()))?;
     if all.len() != 1 {
-        return Err((StatusCode::BAD_REQUEST, "expected exactly one SealedSecret").into_response());
+        return Err(bad("expected exactly one SealedSecret".into()));
     }
     Ok(all.remove(0))
 }
 
-async fn verify(State(state): State<HttpState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+async fn verify(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
     // The endpoint is a decryption oracle: rate-limited per client, templates never rendered.
     if !state.limiter.allow(peer.ip()) {
         return (StatusCode::TOO_MANY_REQUESTS, "limit exceeded").into_response();
     }
     let ss = match parse_body(&body) {
         Ok(ss) => ss,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let keys = state.ring.keys();
     let accept = state.accept_v1_data;
@@ -144,7 +182,7 @@ async fn verify(State(state): State<HttpState>, ConnectInfo(peer): ConnectInfo<S
 async fn rotate(State(state): State<HttpState>, body: Bytes) -> Response {
     let ss = match parse_body(&body) {
         Ok(ss) => ss,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let keys = state.ring.keys();
     let Some(newest) = keys.first().cloned() else {
@@ -157,8 +195,13 @@ async fn rotate(State(state): State<HttpState>, body: Bytes) -> Response {
     .await;
     match result {
         Ok(Ok(rotated)) => {
-            let mut response = serde_json::to_string(&rotated).unwrap_or_default().into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let mut response = serde_json::to_string(&rotated)
+                .unwrap_or_default()
+                .into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             response
         }
         Ok(Err(e)) => (StatusCode::CONFLICT, e.to_string()).into_response(),
@@ -170,14 +213,22 @@ async fn metrics(State(state): State<HttpState>, method: Method) -> Response {
     let _ = method;
     (state.refresh)();
     let mut response = state.metrics.encode().into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
     response
 }
 
 /// Turns Go-style `:8080` into a bindable address.
 pub fn listen_addr(flag: &str) -> Result<SocketAddr, String> {
-    let full = if flag.starts_with(':') { format!("0.0.0.0{flag}") } else { flag.to_owned() };
-    full.parse().map_err(|e| format!("invalid listen address {flag:?}: {e}"))
+    let full = if flag.starts_with(':') {
+        format!("0.0.0.0{flag}")
+    } else {
+        flag.to_owned()
+    };
+    full.parse()
+        .map_err(|e| format!("invalid listen address {flag:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -189,7 +240,10 @@ mod tests {
         let l = RateLimiter::new(2, 2);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         assert!(l.allow(ip) && l.allow(ip));
-        assert!(!l.allow(ip), "third request within the same instant exceeds the burst");
+        assert!(
+            !l.allow(ip),
+            "third request within the same instant exceeds the burst"
+        );
         assert!(l.allow("10.0.0.2".parse().unwrap()), "per client");
     }
 

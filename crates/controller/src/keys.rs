@@ -8,12 +8,14 @@ use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use keyseal_api::annotations::SEALING_KEY_LABEL;
+use keyseal_api::key_secret::{self, is_sealing_key_secret, parse_key_secret};
+use keyseal_crypto::{
+    Certificate, CertificateParams, PrivateKey, SystemRng, self_signed_certificate,
+};
 use kube::api::{ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use keyseal_api::annotations::SEALING_KEY_LABEL;
-use keyseal_api::key_secret::{self, is_sealing_key_secret, parse_key_secret};
-use keyseal_crypto::{Certificate, CertificateParams, PrivateKey, SystemRng, self_signed_certificate};
 use tokio::sync::watch;
 
 use crate::flags::{Flags, KeyOrder};
@@ -81,7 +83,11 @@ impl KeyRing {
         if let Some(h) = hint {
             out.extend(keys.iter().filter(|k| k.fingerprint == h).cloned());
         }
-        out.extend(keys.iter().filter(|k| Some(k.fingerprint.as_str()) != hint).cloned());
+        out.extend(
+            keys.iter()
+                .filter(|k| Some(k.fingerprint.as_str()) != hint)
+                .cloned(),
+        );
         out
     }
 
@@ -92,19 +98,30 @@ impl KeyRing {
 
     /// Adds or replaces a key.
     pub fn insert(&self, entry: KeyEntry) {
-        self.by_name.write().expect("key ring lock").insert(entry.secret_name.clone(), Arc::new(entry));
+        self.by_name
+            .write()
+            .expect("key ring lock")
+            .insert(entry.secret_name.clone(), Arc::new(entry));
         self.publish();
     }
 
     /// Replaces the whole set (after a watch (re)list).
     pub fn replace(&self, entries: Vec<KeyEntry>) {
-        *self.by_name.write().expect("key ring lock") =
-            entries.into_iter().map(|e| (e.secret_name.clone(), Arc::new(e))).collect();
+        *self.by_name.write().expect("key ring lock") = entries
+            .into_iter()
+            .map(|e| (e.secret_name.clone(), Arc::new(e)))
+            .collect();
         self.publish();
     }
 
     fn publish(&self) {
-        let mut all: Vec<Arc<KeyEntry>> = self.by_name.read().expect("key ring lock").values().cloned().collect();
+        let mut all: Vec<Arc<KeyEntry>> = self
+            .by_name
+            .read()
+            .expect("key ring lock")
+            .values()
+            .cloned()
+            .collect();
         all.sort_by(|a, b| {
             b.ordering_time(self.order)
                 .cmp(&a.ordering_time(self.order))
@@ -141,11 +158,24 @@ pub fn entry_from_secret(secret: &Secret) -> Result<KeyEntry, String> {
 /// Keeps `ring` equal to the active key Secrets in `namespace` until the stream ends. A key
 /// Secret that does not parse is skipped with a warning (never a crash); one relabelled away
 /// from `active` or deleted is dropped.
-pub async fn watch_keys(client: Client, namespace: String, prefix: String, ring: Arc<KeyRing>, events: crate::events::Events) {
+pub async fn watch_keys(
+    client: Client,
+    namespace: String,
+    prefix: String,
+    ring: Arc<KeyRing>,
+    events: crate::events::Events,
+) {
     let api: Api<Secret> = Api::namespaced(client, &namespace);
-    let labelled = watcher(api.clone(), watcher::Config::default().labels(SEALING_KEY_LABEL));
-    let legacy = watcher(api, watcher::Config::default().fields(&format!("metadata.name={prefix}")));
-    let mut stream = futures::stream::select(labelled.map_ok(|e| (0u8, e)), legacy.map_ok(|e| (1u8, e))).boxed();
+    let labelled = watcher(
+        api.clone(),
+        watcher::Config::default().labels(SEALING_KEY_LABEL),
+    );
+    let legacy = watcher(
+        api,
+        watcher::Config::default().fields(&format!("metadata.name={prefix}")),
+    );
+    let mut stream =
+        futures::stream::select(labelled.map_ok(|e| (0u8, e)), legacy.map_ok(|e| (1u8, e))).boxed();
     // Each watch (re)lists independently; entries remember which one produced them.
     let mut seen: [BTreeMap<String, Secret>; 2] = Default::default();
     let mut pending: [Option<BTreeMap<String, Secret>>; 2] = Default::default();
@@ -178,7 +208,7 @@ pub async fn watch_keys(client: Client, namespace: String, prefix: String, ring:
                 seen[i].remove(s.metadata.name.as_deref().unwrap_or_default());
             }
         }
-        if matches!(pending[i], Some(_)) {
+        if pending[i].is_some() {
             continue; // wait for the relist to finish before changing the ring
         }
         let mut entries = BTreeMap::new();
@@ -192,7 +222,9 @@ pub async fn watch_keys(client: Client, namespace: String, prefix: String, ring:
                     entries.insert(name, entry);
                 }
                 Err(message) => {
-                    if ring.keys().iter().all(|k| k.secret_name != name) && !events.already_warned_key(&name, &message) {
+                    if ring.keys().iter().all(|k| k.secret_name != name)
+                        && !events.already_warned_key(&name, &message)
+                    {
                         tracing::warn!(secret = %format!("{namespace}/{name}"), error = %message, "skipping malformed key Secret");
                         events.invalid_key(secret, &message).await;
                     }
@@ -201,21 +233,39 @@ pub async fn watch_keys(client: Client, namespace: String, prefix: String, ring:
         }
         let changed = {
             let current = ring.keys();
-            current.len() != entries.len() || current.iter().any(|k| !entries.get(&k.secret_name).is_some_and(|e| e.fingerprint == k.fingerprint))
+            current.len() != entries.len()
+                || current.iter().any(|k| {
+                    entries
+                        .get(&k.secret_name)
+                        .is_none_or(|e| e.fingerprint != k.fingerprint)
+                })
         };
         if changed {
             ring.replace(entries.into_values().collect());
             let keys = ring.keys();
-            tracing::info!(keys = keys.len(), newest = keys.first().map(|k| k.fingerprint.as_str()).unwrap_or(""), "key ring updated");
+            tracing::info!(
+                keys = keys.len(),
+                newest = keys.first().map(|k| k.fingerprint.as_str()).unwrap_or(""),
+                "key ring updated"
+            );
         }
     }
 }
 
 /// Generates a key, stores it as a key Secret in upstream's format, and adds it to the ring.
-pub async fn generate_key(client: &Client, namespace: &str, flags: &Flags, ring: &KeyRing) -> anyhow::Result<String> {
+pub async fn generate_key(
+    client: &Client,
+    namespace: &str,
+    flags: &Flags,
+    ring: &KeyRing,
+) -> anyhow::Result<String> {
     let (bits, params) = (
         flags.key_size,
-        CertificateParams { common_name: flags.my_cn.clone(), not_before: SystemTime::now(), validity: flags.key_ttl },
+        CertificateParams {
+            common_name: flags.my_cn.clone(),
+            not_before: SystemTime::now(),
+            validity: flags.key_ttl,
+        },
     );
     // Generating an RSA-4096 key takes up to a second or two: keep it off the async workers.
     let (key, cert) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -224,8 +274,17 @@ pub async fn generate_key(client: &Client, namespace: &str, flags: &Flags, ring:
         Ok((key, cert))
     })
     .await??;
-    let secret = key_secret::new_key_secret(namespace, &flags.key_prefix, &key, &cert, &flags.privatekey_labels, &flags.privatekey_annotations);
-    let created = Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await?;
+    let secret = key_secret::new_key_secret(
+        namespace,
+        &flags.key_prefix,
+        &key,
+        &cert,
+        &flags.privatekey_labels,
+        &flags.privatekey_annotations,
+    );
+    let created = Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await?;
     let entry = entry_from_secret(&created).map_err(anyhow::Error::msg)?;
     let name = entry.secret_name.clone();
     tracing::info!(secret = %format!("{namespace}/{name}"), fingerprint = %entry.fingerprint, "generated a new sealing key");
@@ -235,10 +294,18 @@ pub async fn generate_key(client: &Client, namespace: &str, flags: &Flags, ring:
 
 /// Whether the key Secrets stored right now (a fresh list, not the watch cache) hold any usable
 /// key: a new leader must not generate a key its predecessor just created.
-pub async fn stored_key_count(client: &Client, namespace: &str, prefix: &str) -> anyhow::Result<usize> {
+pub async fn stored_key_count(
+    client: &Client,
+    namespace: &str,
+    prefix: &str,
+) -> anyhow::Result<usize> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let labelled = api.list(&ListParams::default().labels(SEALING_KEY_LABEL)).await?;
-    let legacy = api.list(&ListParams::default().fields(&format!("metadata.name={prefix}"))).await?;
+    let labelled = api
+        .list(&ListParams::default().labels(SEALING_KEY_LABEL))
+        .await?;
+    let legacy = api
+        .list(&ListParams::default().fields(&format!("metadata.name={prefix}")))
+        .await?;
     Ok(labelled
         .items
         .iter()
@@ -289,7 +356,11 @@ pub async fn manage_keys(
             _ = changes.changed() => {}
         }
     }
-    if let Some(cutoff) = flags.key_cutoff_time.as_deref().and_then(|c| crate::flags::parse_cutoff(c).ok()) {
+    if let Some(cutoff) = flags
+        .key_cutoff_time
+        .as_deref()
+        .and_then(|c| crate::flags::parse_cutoff(c).ok())
+    {
         let cutoff = SystemTime::from(cutoff);
         if ring.newest_time().is_some_and(|t| t < cutoff) {
             tracing::info!("newest key is older than --key-cutoff-time; generating a new one");
@@ -300,7 +371,10 @@ pub async fn manage_keys(
         let wait = if flags.key_renew_period.is_zero() {
             Duration::from_secs(u64::from(u32::MAX))
         } else {
-            let age = ring.newest_time().and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
+            let age = ring
+                .newest_time()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
             flags.key_renew_period.saturating_sub(age)
         };
         tokio::select! {

@@ -25,7 +25,11 @@ fn main() -> std::process::ExitCode {
         Ok(f) => f,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
         }
     };
     if flags.version {
@@ -33,7 +37,10 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     init_logging(&flags);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(flags)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -44,9 +51,14 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(flags: &Flags) {
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},kube=warn,tower=warn,hyper=warn", flags.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{},kube=warn,tower=warn,hyper=warn",
+        flags.log_level
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match flags.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -56,13 +68,18 @@ fn init_logging(flags: &Flags) {
 async fn client(flags: &Flags) -> anyhow::Result<kube::Client> {
     let config = match &flags.kubeconfig {
         Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading --kubeconfig {}", path.display()))?;
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
         }
-        None => kube::Config::infer().await.context("no kubeconfig and not in a cluster (use --kubeconfig)")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster (use --kubeconfig)")?,
     };
     let bucket = throttle::Bucket::new(flags.kube_api_qps, flags.kube_api_burst);
-    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&throttle::ThrottleLayer(bucket)).build())
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&throttle::ThrottleLayer(bucket))
+        .build())
 }
 
 /// The namespace holding keys and the Lease.
@@ -71,7 +88,9 @@ fn own_namespace(flags: &Flags) -> String {
         .namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .or_else(|| std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "kube-system".to_owned())
@@ -84,7 +103,13 @@ fn identity(flags: &Flags) -> String {
             .unwrap_or_else(|_| "keyseal-controller".to_owned());
         let mut suffix = [0u8; 4];
         let _ = keyseal_crypto::SealRng::fill(&mut keyseal_crypto::SystemRng, &mut suffix);
-        format!("{host}_{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!(
+            "{host}_{}",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
     })
 }
 
@@ -103,21 +128,45 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let ring = Arc::new(keys::KeyRing::new(flags.key_order_priority));
     let metrics = metrics::Metrics::new();
     let events = events::Events::new(client.clone(), identity.clone());
-    tokio::spawn(keys::watch_keys(client.clone(), namespace.clone(), flags.key_prefix.clone(), ring.clone(), events.clone()));
-    let ctx = reconcile::Context::new(client.clone(), ring.clone(), flags.clone(), events, metrics.clone());
+    tokio::spawn(keys::watch_keys(
+        client.clone(),
+        namespace.clone(),
+        flags.key_prefix.clone(),
+        ring.clone(),
+        events.clone(),
+    ));
+    let ctx = reconcile::Context::new(
+        client.clone(),
+        ring.clone(),
+        flags.clone(),
+        events,
+        metrics.clone(),
+    );
 
     // HTTP: every replica serves the certificate, verify and rotate.
     let refresh = {
         let (ring, metrics, ctx) = (ring.clone(), metrics.clone(), ctx.clone());
         Arc::new(move || {
             let keys = ring.keys();
-            metrics.keys.set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
-            let age = ring.newest_time().and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
-            metrics.newest_key_age.set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+            metrics
+                .keys
+                .set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
+            let age = ring
+                .newest_time()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
+            metrics
+                .newest_key_age
+                .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
             let counts = ctx.per_key_counts();
             for key in keys.iter() {
-                let labels = metrics::KeyLabels { fingerprint: key.fingerprint.clone() };
-                metrics.sealed_secrets_per_key.get_or_create(&labels).set(counts.get(&key.fingerprint).copied().unwrap_or(0));
+                let labels = metrics::KeyLabels {
+                    fingerprint: key.fingerprint.clone(),
+                };
+                metrics
+                    .sealed_secrets_per_key
+                    .get_or_create(&labels)
+                    .set(counts.get(&key.fingerprint).copied().unwrap_or(0));
             }
         }) as Arc<dyn Fn() + Send + Sync>
     };
@@ -125,17 +174,36 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         ring: ring.clone(),
         metrics: metrics.clone(),
         accept_v1_data: flags.accept_deprecated_v1_data,
-        limiter: Arc::new(http::RateLimiter::new(flags.rate_limit, flags.rate_limit_burst)),
+        limiter: Arc::new(http::RateLimiter::new(
+            flags.rate_limit,
+            flags.rate_limit_burst,
+        )),
         refresh,
     };
-    let api_listener = tokio::net::TcpListener::bind(http::listen_addr(&flags.listen_addr).map_err(anyhow::Error::msg)?).await.context("binding --listen-addr")?;
-    let metrics_listener = tokio::net::TcpListener::bind(http::listen_addr(&flags.listen_metrics_addr).map_err(anyhow::Error::msg)?).await.context("binding --listen-metrics-addr")?;
+    let api_listener = tokio::net::TcpListener::bind(
+        http::listen_addr(&flags.listen_addr).map_err(anyhow::Error::msg)?,
+    )
+    .await
+    .context("binding --listen-addr")?;
+    let metrics_listener = tokio::net::TcpListener::bind(
+        http::listen_addr(&flags.listen_metrics_addr).map_err(anyhow::Error::msg)?,
+    )
+    .await
+    .context("binding --listen-metrics-addr")?;
     tracing::info!(api = %api_listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "listening");
     let servers = {
         let (a, m) = (shutdown.clone(), shutdown.clone());
-        let api = axum::serve(api_listener, http::api_router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move { a.cancelled().await });
-        let met = axum::serve(metrics_listener, http::metrics_router(state).into_make_service()).with_graceful_shutdown(async move { m.cancelled().await });
+        let api = axum::serve(
+            api_listener,
+            http::api_router(state.clone())
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { a.cancelled().await });
+        let met = axum::serve(
+            metrics_listener,
+            http::metrics_router(state).into_make_service(),
+        )
+        .with_graceful_shutdown(async move { m.cancelled().await });
         tokio::spawn(async move {
             let (r1, r2) = tokio::join!(api.into_future(), met.into_future());
             if let Err(e) = r1.and(r2) {
@@ -169,7 +237,14 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 
     let namespaces = reconcile::watched_namespaces(&flags, &namespace);
     let lead = |stop: CancellationToken, force_rx| {
-        let keys = tokio::spawn(keys::manage_keys(client.clone(), namespace.clone(), flags.clone(), ring.clone(), force_rx, stop.clone()));
+        let keys = tokio::spawn(keys::manage_keys(
+            client.clone(),
+            namespace.clone(),
+            flags.clone(),
+            ring.clone(),
+            force_rx,
+            stop.clone(),
+        ));
         let reconciler = tokio::spawn(reconcile::run(ctx.clone(), namespaces.clone(), stop));
         async move {
             let _ = tokio::join!(keys, reconciler);

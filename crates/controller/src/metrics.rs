@@ -101,19 +101,58 @@ impl Metrics {
         let build_info = Family::<BuildLabels, Gauge>::default();
         let (keys, newest_key_age, leader) = (Gauge::default(), Gauge::default(), Gauge::default());
         let sealed_secrets_per_key = Family::<KeyLabels, Gauge>::default();
-        registry.register("unseal_requests", "Unseal attempts", unseal_requests.clone());
-        registry.register("unseal_errors", "Unseal failures by reason", unseal_errors.clone());
-        registry.register("condition_info", "SealedSecret conditions: 1 true, 0 false, -1 unknown", condition_info.clone());
-        registry.register("http_requests", "HTTP requests served", http_requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
+        registry.register(
+            "unseal_requests",
+            "Unseal attempts",
+            unseal_requests.clone(),
+        );
+        registry.register(
+            "unseal_errors",
+            "Unseal failures by reason",
+            unseal_errors.clone(),
+        );
+        registry.register(
+            "condition_info",
+            "SealedSecret conditions: 1 true, 0 false, -1 unknown",
+            condition_info.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests served",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_duration.clone(),
+        );
         registry.register("build_info", "Build information", build_info.clone());
         registry.register("keys", "Loaded sealing keys", keys.clone());
-        registry.register("newest_key_age_seconds", "Age of the newest sealing key", newest_key_age.clone());
-        registry.register("sealedsecrets_per_key", "SealedSecrets last unsealed with each key", sealed_secrets_per_key.clone());
-        registry.register("is_leader", "1 while this replica is the leader", leader.clone());
-        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        registry.register(
+            "newest_key_age_seconds",
+            "Age of the newest sealing key",
+            newest_key_age.clone(),
+        );
+        registry.register(
+            "sealedsecrets_per_key",
+            "SealedSecrets last unsealed with each key",
+            sealed_secrets_per_key.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 while this replica is the leader",
+            leader.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
         for reason in ["fetch", "unseal", "update", "unmanaged", "status"] {
-            let _ = unseal_errors.get_or_create(&ErrorLabels { reason: reason.into(), namespace: String::new() });
+            let _ = unseal_errors.get_or_create(&ErrorLabels {
+                reason: reason.into(),
+                namespace: String::new(),
+            });
         }
         Arc::new(Self {
             registry,
@@ -131,22 +170,37 @@ impl Metrics {
 
     /// Counts an error.
     pub fn error(&self, reason: &str, namespace: &str) {
-        self.unseal_errors.get_or_create(&ErrorLabels { reason: reason.into(), namespace: namespace.into() }).inc();
+        self.unseal_errors
+            .get_or_create(&ErrorLabels {
+                reason: reason.into(),
+                namespace: namespace.into(),
+            })
+            .inc();
     }
 
     /// Sets a SealedSecret's condition gauge.
     pub fn condition(&self, namespace: &str, name: &str, synced: Option<bool>) {
-        let labels = ConditionLabels { namespace: namespace.into(), name: name.into(), condition: "Synced".into() };
-        self.condition_info.get_or_create(&labels).set(match synced {
-            Some(true) => 1,
-            Some(false) => 0,
-            None => -1,
-        });
+        let labels = ConditionLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            condition: "Synced".into(),
+        };
+        self.condition_info
+            .get_or_create(&labels)
+            .set(match synced {
+                Some(true) => 1,
+                Some(false) => 0,
+                None => -1,
+            });
     }
 
     /// Forgets a deleted SealedSecret.
     pub fn forget(&self, namespace: &str, name: &str) {
-        let labels = ConditionLabels { namespace: namespace.into(), name: name.into(), condition: "Synced".into() };
+        let labels = ConditionLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            condition: "Synced".into(),
+        };
         self.condition_info.remove(&labels);
     }
 

@@ -10,13 +10,16 @@ use std::time::Duration;
 use futures::{StreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{PostParams, PartialObjectMeta};
+use keyseal_api::annotations::{MANAGED, PATCH, SKIP_SET_OWNER_REFERENCES, is_true};
+use keyseal_api::{
+    CONDITION_SYNCED, Scope, SealedSecret, SealedSecretCondition, SealedSecretStatus, UnsealError,
+    UnsealOptions, unseal,
+};
+use kube::api::{PartialObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use keyseal_api::annotations::{MANAGED, PATCH, SKIP_SET_OWNER_REFERENCES, is_true};
-use keyseal_api::{CONDITION_SYNCED, Scope, SealedSecret, SealedSecretCondition, SealedSecretStatus, UnsealError, UnsealOptions, unseal};
 use tokio::sync::Semaphore;
 
 use crate::events::Events;
@@ -52,9 +55,23 @@ pub struct Context {
 
 impl Context {
     /// A context; RSA work is bounded to one operation per CPU.
-    pub fn new(client: Client, ring: Arc<KeyRing>, flags: Arc<Flags>, events: Events, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        ring: Arc<KeyRing>,
+        flags: Arc<Flags>,
+        events: Events,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Arc::new(Self { client, ring, flags, events, metrics, synced: Mutex::default(), rsa: Arc::new(Semaphore::new(cpus)) })
+        Arc::new(Self {
+            client,
+            ring,
+            flags,
+            events,
+            metrics,
+            synced: Mutex::default(),
+            rsa: Arc::new(Semaphore::new(cpus)),
+        })
     }
 
     fn forget(&self, key: &str) {
@@ -83,7 +100,9 @@ pub enum ReconcileError {
     #[error("Resource {0:?} already exists and is not managed by SealedSecret")]
     Unmanaged(String),
     /// The target Secret is immutable and would change.
-    #[error("the target Secret is immutable and its data or type differ; delete it to let the controller recreate it")]
+    #[error(
+        "the target Secret is immutable and its data or type differ; delete it to let the controller recreate it"
+    )]
     Immutable,
     /// No key loaded yet.
     #[error("no sealing keys loaded yet")]
@@ -102,7 +121,9 @@ impl ReconcileError {
         match self {
             ReconcileError::Unseal(_) => "unseal",
             ReconcileError::Unmanaged(_) => "unmanaged",
-            ReconcileError::Immutable | ReconcileError::Rejected(_) | ReconcileError::Kube(_) => "update",
+            ReconcileError::Immutable | ReconcileError::Rejected(_) | ReconcileError::Kube(_) => {
+                "update"
+            }
             ReconcileError::NoKeys => "fetch",
         }
     }
@@ -114,7 +135,9 @@ impl ReconcileError {
 
 fn classify(e: kube::Error) -> ReconcileError {
     match &e {
-        kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => ReconcileError::Rejected(s.message.clone()),
+        kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => {
+            ReconcileError::Rejected(s.message.clone())
+        }
         _ => ReconcileError::Kube(e),
     }
 }
@@ -125,7 +148,12 @@ fn object_key(ns: &str, name: &str) -> String {
 
 fn inputs_of(ss: &SealedSecret) -> String {
     let scope = Scope::from_annotations(ss.metadata.annotations.as_ref());
-    format!("{}|{}|{}", ss.metadata.uid.as_deref().unwrap_or(""), ss.metadata.generation.unwrap_or(0), scope)
+    format!(
+        "{}|{}|{}",
+        ss.metadata.uid.as_deref().unwrap_or(""),
+        ss.metadata.generation.unwrap_or(0),
+        scope
+    )
 }
 
 /// Reconciles one SealedSecret.
@@ -149,7 +177,13 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
 
     match sync(&ss, &ctx, hint.as_deref()).await {
         Ok(used_key) => {
-            ctx.synced.lock().expect("synced lock").insert(key, Synced { inputs, key: used_key });
+            ctx.synced.lock().expect("synced lock").insert(
+                key,
+                Synced {
+                    inputs,
+                    key: used_key,
+                },
+            );
             write_status(&ss, &ctx, true, None, None).await?;
             ctx.metrics.condition(&ns, &name, Some(true));
             ctx.events.unsealed(&ss).await;
@@ -183,14 +217,18 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
 
 /// Backoff for transient errors: 1 s doubling to 5 min, per object.
 pub fn error_policy(ss: Arc<SealedSecret>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    let attempt = RETRIES.with_attempt(&object_key(&ss.namespace().unwrap_or_default(), &ss.name_any()));
+    let attempt = RETRIES.with_attempt(&object_key(
+        &ss.namespace().unwrap_or_default(),
+        &ss.name_any(),
+    ));
     tracing::debug!(error = %error, attempt, "requeue");
     Action::requeue(Duration::from_secs(1u64 << attempt.min(8)).min(Duration::from_secs(300)))
 }
 
 /// Per-object retry counters for the backoff.
 struct Retries(Mutex<HashMap<String, u32>>);
-static RETRIES: std::sync::LazyLock<Retries> = std::sync::LazyLock::new(|| Retries(Mutex::default()));
+static RETRIES: std::sync::LazyLock<Retries> =
+    std::sync::LazyLock::new(|| Retries(Mutex::default()));
 impl Retries {
     fn with_attempt(&self, key: &str) -> u32 {
         let mut map = self.0.lock().expect("retries lock");
@@ -204,13 +242,25 @@ impl Retries {
 }
 
 /// Unseals and writes the Secret; returns the fingerprint of the key that opened it.
-async fn sync(ss: &SealedSecret, ctx: &Context, hint: Option<&str>) -> Result<Option<String>, ReconcileError> {
+async fn sync(
+    ss: &SealedSecret,
+    ctx: &Context,
+    hint: Option<&str>,
+) -> Result<Option<String>, ReconcileError> {
     let keys = ctx.ring.ordered_for(hint);
     if keys.is_empty() {
         return Err(ReconcileError::NoKeys);
     }
-    let options = UnsealOptions { accept_v1_data: ctx.flags.accept_deprecated_v1_data, render_templates: true };
-    let permit = ctx.rsa.clone().acquire_owned().await.expect("semaphore open");
+    let options = UnsealOptions {
+        accept_v1_data: ctx.flags.accept_deprecated_v1_data,
+        render_templates: true,
+    };
+    let permit = ctx
+        .rsa
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore open");
     let owned = ss.clone();
     let keys_for_task = keys.clone();
     ctx.metrics.unseal_requests.inc();
@@ -221,33 +271,60 @@ async fn sync(ss: &SealedSecret, ctx: &Context, hint: Option<&str>) -> Result<Op
     })
     .await
     .expect("unseal task")?;
-    let used_key = unsealed.key_indices.values().max_by_key(|i| **i).map(|i| keys[*i].fingerprint.clone());
+    let used_key = unsealed
+        .key_indices
+        .values()
+        .max_by_key(|i| **i)
+        .map(|i| keys[*i].fingerprint.clone());
     write_secret(ss, ctx, unsealed.secret).await?;
-    RETRIES.reset(&object_key(&ss.namespace().unwrap_or_default(), &ss.name_any()));
+    RETRIES.reset(&object_key(
+        &ss.namespace().unwrap_or_default(),
+        &ss.name_any(),
+    ));
     Ok(used_key)
 }
 
 fn is_controlled_by(secret: &Secret, ss: &SealedSecret) -> bool {
     let uid = ss.metadata.uid.as_deref().unwrap_or("-");
-    secret.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true))
+    secret
+        .owner_references()
+        .iter()
+        .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
-async fn write_secret(ss: &SealedSecret, ctx: &Context, mut desired: Secret) -> Result<(), ReconcileError> {
+async fn write_secret(
+    ss: &SealedSecret,
+    ctx: &Context,
+    mut desired: Secret,
+) -> Result<(), ReconcileError> {
     let ns = ss.namespace().unwrap_or_default();
     let name = ss.name_any();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let skip_owner = is_true(desired.metadata.annotations.as_ref(), SKIP_SET_OWNER_REFERENCES);
+    let skip_owner = is_true(
+        desired.metadata.annotations.as_ref(),
+        SKIP_SET_OWNER_REFERENCES,
+    );
     if skip_owner {
         // Without an ownerReference the controller could not recognise its own Secret after the
         // first create (upstream quirk): mark it managed instead.
-        desired.annotations_mut().insert(MANAGED.to_owned(), "true".to_owned());
+        desired
+            .annotations_mut()
+            .insert(MANAGED.to_owned(), "true".to_owned());
     }
     let Some(existing) = api.get_opt(&name).await.map_err(classify)? else {
-        if ctx.flags.skip_recreate && ss.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == CONDITION_SYNCED && c.status == "True")) {
+        if ctx.flags.skip_recreate
+            && ss.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == CONDITION_SYNCED && c.status == "True")
+            })
+        {
             tracing::info!(namespace = %ns, name = %name, "Secret was deleted; not recreating (--skip-recreate)");
             return Ok(());
         }
-        api.create(&PostParams::default(), &desired).await.map_err(classify)?;
+        api.create(&PostParams::default(), &desired)
+            .await
+            .map_err(classify)?;
         return Ok(());
     };
 
@@ -261,8 +338,12 @@ async fn write_secret(ss: &SealedSecret, ctx: &Context, mut desired: Secret) -> 
         let mut merged = existing.clone();
         let data = merged.data.get_or_insert_with(BTreeMap::new);
         data.extend(desired.data.clone().unwrap_or_default());
-        merged.labels_mut().extend(desired.metadata.labels.clone().unwrap_or_default());
-        merged.annotations_mut().extend(desired.metadata.annotations.clone().unwrap_or_default());
+        merged
+            .labels_mut()
+            .extend(desired.metadata.labels.clone().unwrap_or_default());
+        merged
+            .annotations_mut()
+            .extend(desired.metadata.annotations.clone().unwrap_or_default());
         if managed && !skip_owner {
             merged.metadata.owner_references = desired.metadata.owner_references.clone();
         }
@@ -274,7 +355,10 @@ async fn write_secret(ss: &SealedSecret, ctx: &Context, mut desired: Secret) -> 
     };
     if existing.immutable == Some(true) {
         if existing.data == next.data && existing.type_ == next.type_ {
-            if existing.metadata.labels == next.metadata.labels && existing.metadata.annotations == next.metadata.annotations && existing.metadata.owner_references == next.metadata.owner_references {
+            if existing.metadata.labels == next.metadata.labels
+                && existing.metadata.annotations == next.metadata.annotations
+                && existing.metadata.owner_references == next.metadata.owner_references
+            {
                 return Ok(());
             }
         } else {
@@ -289,21 +373,33 @@ async fn write_secret(ss: &SealedSecret, ctx: &Context, mut desired: Secret) -> 
     {
         return Ok(()); // nothing to write
     }
-    api.replace(&name, &PostParams::default(), &next).await.map_err(classify)?;
+    api.replace(&name, &PostParams::default(), &next)
+        .await
+        .map_err(classify)?;
     Ok(())
 }
 
 /// Writes the Synced condition (unless --update-status=false), only when something other than
 /// timestamps changed; `lastTransitionTime` moves only when the status value does.
-async fn write_status(ss: &SealedSecret, ctx: &Context, ok: bool, message: Option<&str>, reason: Option<&str>) -> Result<(), ReconcileError> {
+async fn write_status(
+    ss: &SealedSecret,
+    ctx: &Context,
+    ok: bool,
+    message: Option<&str>,
+    reason: Option<&str>,
+) -> Result<(), ReconcileError> {
     if !ctx.flags.update_status {
         return Ok(());
     }
     let status_value = if ok { "True" } else { "False" };
-    let previous = ss.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_SYNCED));
+    let previous = ss
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_SYNCED));
     let generation = ss.metadata.generation;
-    let unchanged = previous.is_some_and(|p| p.status == status_value && p.message.as_deref() == message && p.reason.as_deref() == reason)
-        && ss.status.as_ref().and_then(|s| s.observed_generation) == generation;
+    let unchanged = previous.is_some_and(|p| {
+        p.status == status_value && p.message.as_deref() == message && p.reason.as_deref() == reason
+    }) && ss.status.as_ref().and_then(|s| s.observed_generation) == generation;
     if unchanged {
         return Ok(());
     }
@@ -321,17 +417,29 @@ async fn write_status(ss: &SealedSecret, ctx: &Context, ok: bool, message: Optio
         message: message.map(str::to_owned),
     };
     let mut updated = ss.clone();
-    let mut conditions: Vec<SealedSecretCondition> = ss.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let mut conditions: Vec<SealedSecretCondition> = ss
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
     conditions.retain(|c| c.type_ != CONDITION_SYNCED);
     conditions.insert(0, condition);
-    updated.status = Some(SealedSecretStatus { observed_generation: generation, conditions });
-    let api: Api<SealedSecret> = Api::namespaced(ctx.client.clone(), &ss.namespace().unwrap_or_default());
+    updated.status = Some(SealedSecretStatus {
+        observed_generation: generation,
+        conditions,
+    });
+    let api: Api<SealedSecret> =
+        Api::namespaced(ctx.client.clone(), &ss.namespace().unwrap_or_default());
     // PUT on the status subresource: upstream's RBAC grants `update` there, not `patch`.
-    match api.replace_status(&ss.name_any(), &PostParams::default(), &updated).await {
+    match api
+        .replace_status(&ss.name_any(), &PostParams::default(), &updated)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => {
-            ctx.metrics.error("status", &ss.namespace().unwrap_or_default());
+            ctx.metrics
+                .error("status", &ss.namespace().unwrap_or_default());
             Err(ReconcileError::Kube(e))
         }
     }
@@ -352,47 +460,79 @@ pub fn watched_namespaces(flags: &Flags, own: &str) -> Option<Vec<String>> {
 }
 
 /// Runs the reconciler until `stop` fires (leadership lost or shutdown).
-pub async fn run(ctx: Arc<Context>, namespaces: Option<Vec<String>>, stop: tokio_util::sync::CancellationToken) {
+pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: Option<Vec<String>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let client = ctx.client.clone();
     let selector = ctx.flags.label_selector.clone();
-    let workers = ctx.flags.workers.unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = ctx
+        .flags
+        .workers
+        .unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(2, |n| n.get()));
     let apis: Vec<(Api<SealedSecret>, Api<PartialObjectMeta<Secret>>)> = match namespaces {
         None => vec![(Api::all(client.clone()), Api::all(client.clone()))],
-        Some(list) => list.iter().map(|ns| (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns))).collect(),
+        Some(list) => list
+            .iter()
+            .map(|ns| {
+                (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                )
+            })
+            .collect(),
     };
     let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
     for (sealed, secrets) in apis {
         let ctx = ctx.clone();
-        let config = if selector.is_empty() { watcher::Config::default() } else { watcher::Config::default().labels(&selector) };
+        let config = if selector.is_empty() {
+            watcher::Config::default()
+        } else {
+            watcher::Config::default().labels(&selector)
+        };
         // Secrets: metadata only, deletions only. A deleted Secret makes its SealedSecret (same
         // name) unseal again; nothing about unrelated Secrets is kept in memory.
         let forget_ctx = ctx.clone();
-        let deletions = watcher::watcher(secrets, watcher::Config::default()).filter_map(|event| async move {
-            match event {
-                Ok(watcher::Event::Delete(meta)) => Some(Ok(meta)),
-                Err(e) => Some(Err(e)),
-                _ => None,
-            }
-        });
+        let deletions =
+            watcher::watcher(secrets, watcher::Config::default()).filter_map(|event| async move {
+                match event {
+                    Ok(watcher::Event::Delete(meta)) => Some(Ok(meta)),
+                    Err(e) => Some(Err(e)),
+                    _ => None,
+                }
+            });
         let key_changes = tokio_stream_from_watch(ctx.ring.subscribe());
         let stop = stop.clone();
         let controller = Controller::new(sealed, config)
-            .with_config(kube::runtime::controller::Config::default().concurrency(u16::try_from(workers).unwrap_or(u16::MAX)))
+            .with_config(
+                kube::runtime::controller::Config::default()
+                    .concurrency(u16::try_from(workers).unwrap_or(u16::MAX)),
+            )
             .watches_stream(deletions, move |meta: PartialObjectMeta<Secret>| {
-                let (ns, name) = (meta.metadata.namespace.unwrap_or_default(), meta.metadata.name.unwrap_or_default());
+                let (ns, name) = (
+                    meta.metadata.namespace.unwrap_or_default(),
+                    meta.metadata.name.unwrap_or_default(),
+                );
                 forget_ctx.forget(&object_key(&ns, &name));
                 Some(ObjectRef::<SealedSecret>::new(&name).within(&ns))
             })
             .reconcile_all_on(key_changes)
             .graceful_shutdown_on(async move { stop.cancelled().await });
-        runs.push(Box::pin(controller.run(reconcile, error_policy, ctx).for_each(|_| async {})));
+        runs.push(Box::pin(
+            controller
+                .run(reconcile, error_policy, ctx)
+                .for_each(|_| async {}),
+        ));
     }
     futures::future::join_all(runs).await;
 }
 
 /// A stream that yields whenever the key ring changes (so SealedSecrets that no key could open
 /// are retried with a newly loaded key).
-fn tokio_stream_from_watch(rx: tokio::sync::watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send + 'static {
+fn tokio_stream_from_watch(
+    rx: tokio::sync::watch::Receiver<u64>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok()?;
         Some(((), rx))

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-
-
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 use tower::{Layer, Service};
@@ -22,7 +20,11 @@ impl Bucket {
     /// `rate` requests per second sustained, `burst` at once.
     pub fn new(rate: f64, burst: u32) -> Arc<Self> {
         let burst = f64::from(burst.max(1));
-        Arc::new(Self { rate: rate.max(0.001), burst, state: Mutex::new((burst, Instant::now())) })
+        Arc::new(Self {
+            rate: rate.max(0.001),
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        })
     }
 
     /// Waits for a token.
@@ -31,7 +33,8 @@ impl Bucket {
             let wait = {
                 let mut state = self.state.lock().await;
                 let now = Instant::now();
-                state.0 = (state.0 + now.duration_since(state.1).as_secs_f64() * self.rate).min(self.burst);
+                state.0 = (state.0 + now.duration_since(state.1).as_secs_f64() * self.rate)
+                    .min(self.burst);
                 state.1 = now;
                 if state.0 >= 1.0 {
                     state.0 -= 1.0;
@@ -51,7 +54,12 @@ pub struct ThrottleLayer(pub Arc<Bucket>);
 impl<S> Layer<S> for ThrottleLayer {
     type Service = Throttle<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Throttle { inner, bucket: self.0.clone(), waiting: None, permitted: false }
+        Throttle {
+            inner,
+            bucket: self.0.clone(),
+            waiting: None,
+            permitted: false,
+        }
     }
 }
 
@@ -74,7 +82,9 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if !self.permitted {
             let bucket = self.bucket.clone();
-            let waiting = self.waiting.get_or_insert_with(|| Box::pin(async move { bucket.acquire().await }));
+            let waiting = self
+                .waiting
+                .get_or_insert_with(|| Box::pin(async move { bucket.acquire().await }));
             std::task::ready!(waiting.as_mut().poll(cx));
             self.waiting = None;
             self.permitted = true;

@@ -10,7 +10,11 @@ async fn unseals_a_sealed_secret_under_manifest_rbac() -> anyhow::Result<()> {
     let env = Env::new("ctrl-smoke").await?;
     let controller = env.start_controller(&[]).await?;
     let cert = controller.cert().await?;
-    assert_eq!(env.key_secrets().await?.len(), 1, "exactly one key generated");
+    assert_eq!(
+        env.key_secrets().await?.len(),
+        1,
+        "exactly one key generated"
+    );
     let ss = env.seal(&cert, "app", &[("password", "hunter2")], Scope::Strict);
     let created = env.create(&ss).await?;
     let secret = env.await_secret("app", |_| true).await?;
@@ -18,8 +22,14 @@ async fn unseals_a_sealed_secret_under_manifest_rbac() -> anyhow::Result<()> {
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(owner.uid, created.metadata.uid.clone().unwrap());
     let synced = env.await_synced("app", "True").await?;
-    assert_eq!(synced.status.unwrap().observed_generation, synced.metadata.generation);
-    assert!(!controller.logs().contains("hunter2"), "no plaintext in logs");
+    assert_eq!(
+        synced.status.unwrap().observed_generation,
+        synced.metadata.generation
+    );
+    assert!(
+        !controller.logs().contains("hunter2"),
+        "no plaintext in logs"
+    );
     let status = controller.stop().await?;
     assert!(status.success(), "graceful exit on SIGTERM");
     Ok(())

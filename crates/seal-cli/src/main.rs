@@ -35,7 +35,12 @@ fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Some(cli::Command::Completion { shell }) => {
-            clap_complete::generate(*shell, &mut cli::Cli::command(), "keyseal", &mut std::io::stdout());
+            clap_complete::generate(
+                *shell,
+                &mut cli::Cli::command(),
+                "keyseal",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         Some(cli::Command::Keys(cli::KeysCommand::Generate(args))) => keys::generate(args),

@@ -728,19 +728,83 @@ fn bad_inputs_get_clear_errors() {
 #[test]
 fn keys_generate_writes_a_usable_key_pair_and_key_secret() {
     let env = Env::new();
-    env.run(&["keys", "generate", "--key-out", "k.pem", "--cert-out", "c.pem", "--secret-out", "ks.yaml", "--key-size", "2048", "--my-cn", "demo"], "").ok();
+    env.run(
+        &[
+            "keys",
+            "generate",
+            "--key-out",
+            "k.pem",
+            "--cert-out",
+            "c.pem",
+            "--secret-out",
+            "ks.yaml",
+            "--key-size",
+            "2048",
+            "--my-cn",
+            "demo",
+        ],
+        "",
+    )
+    .ok();
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(env.path("k.pem")).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(env.path("ks.yaml")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(env.path("k.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(env.path("ks.yaml"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     let cert = keyseal_crypto::Certificate::from_pem(env.read("c.pem").as_bytes()).unwrap();
     assert_eq!(cert.public_key().bits(), 2048);
-    let ks = keyseal_api::input::secrets(&env.read("ks.yaml")).unwrap().remove(0);
-    assert_eq!(ks.metadata.generate_name.as_deref(), Some("sealed-secrets-key"));
+    let ks = keyseal_api::input::secrets(&env.read("ks.yaml"))
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        ks.metadata.generate_name.as_deref(),
+        Some("sealed-secrets-key")
+    );
     assert_eq!(ks.metadata.namespace.as_deref(), Some("kube-system"));
-    let sealed = env.run(&["--cert", "c.pem"], &secret("s", Some("ns"), &[("k", "v")])).ok().stdout;
+    let sealed = env
+        .run(
+            &["--cert", "c.pem"],
+            &secret("s", Some("ns"), &[("k", "v")]),
+        )
+        .ok()
+        .stdout;
     for key in ["k.pem", "ks.yaml"] {
-        let run = env.run(&["--recovery-unseal", "--recovery-private-key", key], &sealed).ok();
-        assert!(run.stdout.contains("\"k\": \"dg==\""), "{key}: {}", run.stdout);
+        let run = env
+            .run(
+                &["--recovery-unseal", "--recovery-private-key", key],
+                &sealed,
+            )
+            .ok();
+        assert!(
+            run.stdout.contains("\"k\": \"dg==\""),
+            "{key}: {}",
+            run.stdout
+        );
     }
-    env.run(&["keys", "generate", "--key-out", "k.pem", "--cert-out", "c.pem", "--key-size", "1024"], "").fails_with("invalid value '1024'");
+    env.run(
+        &[
+            "keys",
+            "generate",
+            "--key-out",
+            "k.pem",
+            "--cert-out",
+            "c.pem",
+            "--key-size",
+            "1024",
+        ],
+        "",
+    )
+    .fails_with("invalid value '1024'");
 }

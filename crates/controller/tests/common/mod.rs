@@ -33,7 +33,10 @@ fn manifest_docs() -> Vec<serde_json::Value> {
 }
 
 fn manifest<T: serde::de::DeserializeOwned>(kind: &str) -> T {
-    let doc = manifest_docs().into_iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind} in manifests/rbac.yaml"));
+    let doc = manifest_docs()
+        .into_iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in manifests/rbac.yaml"));
     serde_json::from_value(doc).expect("manifest decodes")
 }
 
@@ -48,18 +51,30 @@ impl Env {
         let cluster_role: ClusterRole = manifest("ClusterRole");
         let name = cluster_role.metadata.name.clone().unwrap();
         Api::<ClusterRole>::all(admin.clone())
-            .patch(&name, &PatchParams::apply("keyseal-e2e").force(), &Patch::Apply(&cluster_role))
+            .patch(
+                &name,
+                &PatchParams::apply("keyseal-e2e").force(),
+                &Patch::Apply(&cluster_role),
+            )
             .await?;
         // The namespaced Role, moved into the test namespace (the controller's namespace here).
         let mut role: Role = manifest("Role");
         role.metadata.namespace = Some(ns.name().to_owned());
         let role_name = role.metadata.name.clone().unwrap();
-        Api::<Role>::namespaced(admin.clone(), ns.name()).create(&PostParams::default(), &role).await?;
+        Api::<Role>::namespaced(admin.clone(), ns.name())
+            .create(&PostParams::default(), &role)
+            .await?;
         let sa = cluster
             .service_account(
                 ns.name(),
                 SA,
-                &[Binding::ClusterRole { name }, Binding::Role { namespace: ns.name().to_owned(), name: role_name }],
+                &[
+                    Binding::ClusterRole { name },
+                    Binding::Role {
+                        namespace: ns.name().to_owned(),
+                        name: role_name,
+                    },
+                ],
             )
             .await?;
         Ok(Self { cluster, ns, sa })
@@ -83,7 +98,8 @@ impl Env {
 
     /// Key Secrets in the controller's namespace.
     pub async fn key_secrets(&self) -> Result<Vec<Secret>> {
-        let lp = kube::api::ListParams::default().labels(keyseal_api::annotations::SEALING_KEY_LABEL);
+        let lp =
+            kube::api::ListParams::default().labels(keyseal_api::annotations::SEALING_KEY_LABEL);
         Ok(self.secrets().list(&lp).await?.items)
     }
 
@@ -93,53 +109,84 @@ impl Env {
     }
 
     /// Seals `items` for `name` in this namespace with `cert`.
-    pub fn seal(&self, cert: &Certificate, name: &str, items: &[(&str, &str)], scope: Scope) -> SealedSecret {
+    pub fn seal(
+        &self,
+        cert: &Certificate,
+        name: &str,
+        items: &[(&str, &str)],
+        scope: Scope,
+    ) -> SealedSecret {
         let mut secret = Secret::default();
         secret.metadata.name = Some(name.into());
         secret.metadata.namespace = Some(self.name().into());
         let mut annotations = BTreeMap::new();
         scope.write_annotations(&mut annotations);
         secret.metadata.annotations = Some(annotations);
-        secret.string_data = Some(items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        secret.string_data = Some(
+            items
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         keyseal_api::seal_secret(&secret, cert.public_key()).expect("seals")
     }
 
     /// Creates a SealedSecret.
     pub async fn create(&self, ss: &SealedSecret) -> Result<SealedSecret> {
-        Ok(self.sealed_secrets().create(&PostParams::default(), ss).await?)
+        Ok(self
+            .sealed_secrets()
+            .create(&PostParams::default(), ss)
+            .await?)
     }
 
     /// Waits until the Secret `name` exists and `check` accepts it.
-    pub async fn await_secret(&self, name: &str, check: impl Fn(&Secret) -> bool) -> Result<Secret> {
+    pub async fn await_secret(
+        &self,
+        name: &str,
+        check: impl Fn(&Secret) -> bool,
+    ) -> Result<Secret> {
         let api = self.secrets();
-        await_condition(Duration::from_secs(30), &format!("Secret {}/{name}", self.name()), || {
-            let api = api.clone();
-            let name = name.to_owned();
-            let ok = &check;
-            async move { Ok(api.get_opt(&name).await?.filter(|s| ok(s))) }
-        })
+        await_condition(
+            Duration::from_secs(30),
+            &format!("Secret {}/{name}", self.name()),
+            || {
+                let api = api.clone();
+                let name = name.to_owned();
+                let ok = &check;
+                async move { Ok(api.get_opt(&name).await?.filter(|s| ok(s))) }
+            },
+        )
         .await
     }
 
     /// Waits until the SealedSecret's Synced condition has `status` (`True`/`False`).
     pub async fn await_synced(&self, name: &str, status: &str) -> Result<SealedSecret> {
         let api = self.sealed_secrets();
-        await_condition(Duration::from_secs(30), &format!("SealedSecret {}/{name} Synced={status}", self.name()), || {
-            let api = api.clone();
-            let name = name.to_owned();
-            let status = status.to_owned();
-            async move {
-                let ss = api.get(&name).await?;
-                let ok = ss.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Synced")).is_some_and(|c| c.status == status);
-                Ok(ok.then_some(ss))
-            }
-        })
+        await_condition(
+            Duration::from_secs(30),
+            &format!("SealedSecret {}/{name} Synced={status}", self.name()),
+            || {
+                let api = api.clone();
+                let name = name.to_owned();
+                let status = status.to_owned();
+                async move {
+                    let ss = api.get(&name).await?;
+                    let ok = ss
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Synced"))
+                        .is_some_and(|c| c.status == status);
+                    Ok(ok.then_some(ss))
+                }
+            },
+        )
         .await
     }
 
     /// Events about `name` (core/v1 list; events.k8s.io events are visible there too).
     pub async fn events_for(&self, name: &str) -> Result<Vec<k8s_openapi::api::core::v1::Event>> {
-        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.admin(), self.name());
+        let api: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.admin(), self.name());
         let lp = kube::api::ListParams::default().fields(&format!("involvedObject.name={name}"));
         Ok(api.list(&lp).await?.items)
     }
@@ -147,11 +194,20 @@ impl Env {
 
 /// Item values of a Secret as strings.
 pub fn data(secret: &Secret) -> BTreeMap<String, String> {
-    secret.data.iter().flatten().map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned())).collect()
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running controller process; killed when dropped. Its log is kept for inspection.
@@ -164,15 +220,32 @@ pub struct ControllerProcess {
 }
 
 impl ControllerProcess {
-    pub async fn start(kubeconfig: &std::path::Path, namespace: &str, extra: &[&str]) -> Result<Self> {
+    pub async fn start(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("controller.log");
         let (api_port, metrics_port) = (free_port(), free_port());
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyseal-controller"));
         cmd.arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--namespace", namespace, "--all-namespaces=false", "--log-format", "json", "--log-level", "debug"])
-            .args(["--listen-addr", &format!("127.0.0.1:{api_port}"), "--listen-metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args([
+                "--namespace",
+                namespace,
+                "--all-namespaces=false",
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+            ])
+            .args([
+                "--listen-addr",
+                &format!("127.0.0.1:{api_port}"),
+                "--listen-metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+            ])
             .args(["--leader-election-lease-duration", "6s"])
             .args(extra)
             .stdin(Stdio::null())
@@ -185,7 +258,13 @@ impl ControllerProcess {
             }
         }
         let child = cmd.spawn().context("starting keyseal-controller")?;
-        let mut me = Self { child, api: format!("http://127.0.0.1:{api_port}"), metrics: format!("http://127.0.0.1:{metrics_port}"), log, _dir: dir };
+        let mut me = Self {
+            child,
+            api: format!("http://127.0.0.1:{api_port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}"),
+            log,
+            _dir: dir,
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = me.child.try_wait()? {
@@ -206,9 +285,16 @@ impl ControllerProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    async fn request(url: String, method: &'static str, body: Option<Vec<u8>>) -> Result<(u16, String)> {
+    async fn request(
+        url: String,
+        method: &'static str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, String)> {
         tokio::task::spawn_blocking(move || -> Result<(u16, String)> {
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
             let mut response = match (method, body) {
                 ("POST", Some(b)) => agent.post(&url).send(&b[..])?,
                 _ => agent.get(&url).call()?,
@@ -231,24 +317,34 @@ impl ControllerProcess {
 
     /// The /metrics text.
     pub async fn scrape(&self) -> Result<String> {
-        Ok(Self::request(format!("{}/metrics", self.metrics), "GET", None).await?.1)
+        Ok(
+            Self::request(format!("{}/metrics", self.metrics), "GET", None)
+                .await?
+                .1,
+        )
     }
 
     /// The certificate served once a key exists.
     pub async fn cert(&self) -> Result<Certificate> {
-        await_condition(Duration::from_secs(30), "the controller serves a certificate", || async {
-            match self.get("/v1/cert.pem").await {
-                Ok((200, pem)) => Ok(Some(Certificate::from_pem(pem.as_bytes())?)),
-                _ => Ok(None),
-            }
-        })
+        await_condition(
+            Duration::from_secs(30),
+            "the controller serves a certificate",
+            || async {
+                match self.get("/v1/cert.pem").await {
+                    Ok((200, pem)) => Ok(Some(Certificate::from_pem(pem.as_bytes())?)),
+                    _ => Ok(None),
+                }
+            },
+        )
         .await
     }
 
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn stop(mut self) -> Result<std::process::ExitStatus> {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
         Ok(tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await??)
     }
@@ -256,7 +352,9 @@ impl ControllerProcess {
     /// Sends a signal by name (e.g. `USR1`).
     pub fn signal(&self, name: &str) {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args([&format!("-{name}"), &pid.to_string()])
+                .status();
         }
     }
 
