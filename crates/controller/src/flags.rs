@@ -115,11 +115,22 @@ pub struct Flags {
     /// Leader Lease duration.
     #[arg(long, env = "SEALED_SECRETS_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_go_duration)]
     pub leader_election_lease_duration: Duration,
-    /// API requests per second (sustained) to the API server.
-    #[arg(long, env = "SEALED_SECRETS_KUBE_API_QPS", default_value_t = 50.0)]
+    /// API requests per second (sustained) to the API server (upstream's default is 5, which
+    /// throttles large clusters).
+    #[arg(
+        long = "kubeclient-qps",
+        visible_alias = "kube-api-qps",
+        env = "SEALED_SECRETS_KUBECLIENT_QPS",
+        default_value_t = 50.0
+    )]
     pub kube_api_qps: f64,
     /// API request burst to the API server.
-    #[arg(long, env = "SEALED_SECRETS_KUBE_API_BURST", default_value_t = 100)]
+    #[arg(
+        long = "kubeclient-burst",
+        visible_alias = "kube-api-burst",
+        env = "SEALED_SECRETS_KUBECLIENT_BURST",
+        default_value_t = 100
+    )]
     pub kube_api_burst: u32,
     /// Concurrent reconciles (default: 4 per CPU; RSA work is bounded to one per CPU).
     #[arg(long, env = "SEALED_SECRETS_WORKERS")]
@@ -136,6 +147,27 @@ pub struct Flags {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Log info and debug to stdout and warnings and errors to stderr (upstream's default);
+    /// false sends everything to stderr.
+    #[arg(long, env = "SEALED_SECRETS_LOG_INFO_STDOUT", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub log_info_stdout: bool,
+    /// Do not export per-SealedSecret condition metrics (hides namespaces and names from /metrics).
+    #[arg(long, env = "SEALED_SECRETS_METRICS_OMIT_SECRET_LABELS", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_omit_secret_labels: bool,
+    /// Upper bound on reading an HTTP request.
+    #[arg(long, env = "SEALED_SECRETS_READ_TIMEOUT", default_value = "2m", value_parser = parse_go_duration)]
+    pub read_timeout: Duration,
+    /// Upper bound on writing an HTTP response.
+    #[arg(long, env = "SEALED_SECRETS_WRITE_TIMEOUT", default_value = "2m", value_parser = parse_go_duration)]
+    pub write_timeout: Duration,
+    /// Accepted for compatibility: keyseal always watches key Secrets, so keys created outside
+    /// the controller are picked up at runtime.
+    #[arg(long, env = "SEALED_SECRETS_WATCH_FOR_SECRETS", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_for_secrets: bool,
+    /// Upstream's pre-0.19 deletion of unsealed Secrets by the controller. Not supported:
+    /// keyseal leaves it to Kubernetes garbage collection through the ownerReference.
+    #[arg(long, env = "SEALED_SECRETS_OLD_GC_BEHAVIOR", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub old_gc_behavior: bool,
     /// Print version information and exit.
     #[arg(long)]
     pub version: bool,
@@ -234,6 +266,24 @@ mod tests {
         assert!(
             f.update_status && f.accept_deprecated_v1_data && f.all_namespaces && !f.skip_recreate
         );
+        let upstream_args = [
+            "x",
+            "--kubeclient-qps",
+            "20",
+            "--kubeclient-burst",
+            "40",
+            "--log-info-stdout=false",
+            "--metrics-omit-secret-labels",
+            "--read-timeout",
+            "30s",
+            "--write-timeout",
+            "1m",
+            "--watch-for-secrets",
+        ];
+        let f = Flags::try_parse_from(upstream_args).unwrap();
+        assert_eq!((f.kube_api_qps, f.kube_api_burst), (20.0, 40));
+        assert!(!f.log_info_stdout && f.metrics_omit_secret_labels && f.watch_for_secrets);
+        assert_eq!(f.read_timeout + f.write_timeout, Duration::from_secs(90));
         let f = Flags::try_parse_from([
             "x",
             "--all-namespaces=false",

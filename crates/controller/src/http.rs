@@ -31,6 +31,8 @@ pub struct HttpState {
     pub limiter: Arc<RateLimiter>,
     /// Extra gauges refreshed at scrape time.
     pub refresh: Arc<dyn Fn() + Send + Sync>,
+    /// Upper bound on handling one request (`--read-timeout` + `--write-timeout`).
+    pub request_timeout: std::time::Duration,
 }
 
 /// A token bucket per client address: `rate` tokens per second, at most `burst` saved up.
@@ -98,7 +100,10 @@ async fn observe(State(state): State<HttpState>, request: Request, next: Next) -
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out").into_response(),
+    };
     state
         .metrics
         .http_duration

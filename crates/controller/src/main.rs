@@ -115,6 +115,11 @@ fn identity(flags: &Flags) -> String {
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if flags.old_gc_behavior {
+        anyhow::bail!(
+            "--old-gc-behavior is not supported: keyseal leaves the deletion of unsealed Secrets to Kubernetes garbage collection (remove the flag)"
+        );
+    }
     if let Some(cutoff) = &flags.key_cutoff_time {
         flags::parse_cutoff(cutoff).map_err(anyhow::Error::msg)?;
     }
@@ -127,6 +132,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let ring = Arc::new(keys::KeyRing::new(flags.key_order_priority));
     let metrics = metrics::Metrics::new();
+    metrics.omit_secret_labels.store(
+        flags.metrics_omit_secret_labels,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let events = events::Events::new(client.clone(), identity.clone());
     tokio::spawn(keys::watch_keys(
         client.clone(),
@@ -178,6 +187,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             flags.rate_limit,
             flags.rate_limit_burst,
         )),
+        request_timeout: flags.read_timeout + flags.write_timeout,
         refresh,
     };
     let api_listener = tokio::net::TcpListener::bind(

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub sealed_secrets_per_key: Family<KeyLabels, Gauge>,
     /// 1 while this replica is the leader.
     pub leader: Gauge,
+    /// `--metrics-omit-secret-labels`: no per-SealedSecret series.
+    pub omit_secret_labels: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
@@ -165,6 +167,7 @@ impl Metrics {
             newest_key_age,
             sealed_secrets_per_key,
             leader,
+            omit_secret_labels: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -180,6 +183,12 @@ impl Metrics {
 
     /// Sets a SealedSecret's condition gauge.
     pub fn condition(&self, namespace: &str, name: &str, synced: Option<bool>) {
+        if self
+            .omit_secret_labels
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let labels = ConditionLabels {
             namespace: namespace.into(),
             name: name.into(),
