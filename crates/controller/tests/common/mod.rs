@@ -247,6 +247,8 @@ impl ControllerProcess {
                 &format!("127.0.0.1:{metrics_port}"),
             ])
             .args(["--leader-election-lease-duration", "6s"])
+            // Everything to stderr, which is the log file the leak checks read.
+            .arg("--log-info-stdout=false")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
