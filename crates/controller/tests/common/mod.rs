@@ -366,3 +366,177 @@ impl ControllerProcess {
         Ok(())
     }
 }
+
+/// The admin kubeconfig's API server URL and CA bundle (PEM).
+fn api_server_and_ca(env: &Env) -> Result<(url_parts::Server, Vec<u8>)> {
+    let path = env
+        .cluster
+        .kubeconfig_path()
+        .context("the admin kubeconfig is a file")?;
+    let kc = kube::config::Kubeconfig::read_from(path)?;
+    let cluster = kc
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .context("a cluster in the kubeconfig")?;
+    let server = url_parts::Server::parse(cluster.server.as_deref().context("server URL")?)?;
+    let ca = match (
+        cluster.certificate_authority_data,
+        cluster.certificate_authority,
+    ) {
+        (Some(data), _) => keyseal_crypto::decode_base64(&data)?,
+        (None, Some(file)) => std::fs::read(file)?,
+        _ => bail!("the kubeconfig has no CA"),
+    };
+    Ok((server, ca))
+}
+
+mod url_parts {
+    /// `https://host:port`.
+    pub struct Server {
+        pub port: u16,
+    }
+    impl Server {
+        pub fn parse(url: &str) -> anyhow::Result<Self> {
+            let port = url
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.trim_end_matches('/').parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("no port in {url}"))?;
+            Ok(Self { port })
+        }
+    }
+}
+
+/// Where upstream's controller is reachable.
+pub enum Network {
+    /// Loopback on this host.
+    Host,
+    /// Inside the test network namespace (reachable through the API server's service proxy).
+    Netns,
+}
+
+/// The real upstream Sealed Secrets controller (built by `scripts/fixtures`). It only supports
+/// in-cluster configuration, so it runs in a private mount namespace where this test's
+/// ServiceAccount token and CA are bind-mounted at the standard path.
+pub struct UpstreamController {
+    child: tokio::process::Child,
+    pub api: String,
+    pub port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start_upstream_controller(
+        &self,
+        network: Network,
+        extra: &[&str],
+    ) -> Result<UpstreamController> {
+        let binary = keyseal_testenv::fixture("controller")?;
+        let (server, ca) = api_server_and_ca(self)?;
+        let dir = tempfile::tempdir()?;
+        let sa_dir = dir.path().join("serviceaccount");
+        std::fs::create_dir(&sa_dir)?;
+        std::fs::write(sa_dir.join("token"), &self.sa.token)?;
+        std::fs::write(sa_dir.join("ca.crt"), ca)?;
+        std::fs::write(sa_dir.join("namespace"), self.name())?;
+        let mount_point = "/var/run/secrets/kubernetes.io/serviceaccount";
+        std::fs::create_dir_all(mount_point).context("creating the ServiceAccount mount point")?;
+        let log = dir.path().join("upstream.log");
+        let (host, listen_host, api_host, port) = match network {
+            Network::Host => ("127.0.0.1", "127.0.0.1", "127.0.0.1", free_port()),
+            Network::Netns => (
+                keyseal_testenv::HOST_IP,
+                keyseal_testenv::NETNS_IP,
+                keyseal_testenv::NETNS_IP,
+                keyseal_testenv::netns_port()?,
+            ),
+        };
+        let metrics_port = match network {
+            Network::Host => free_port(),
+            Network::Netns => keyseal_testenv::netns_port()?,
+        };
+        let script = r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#;
+        let mut cmd = match network {
+            Network::Host => tokio::process::Command::new("unshare"),
+            Network::Netns => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", keyseal_testenv::NETNS, "unshare"]);
+                c
+            }
+        };
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&sa_dir)
+        .arg(mount_point)
+        .arg(binary)
+        .args(["--all-namespaces=false", "--log-info-stdout=false"])
+        .args([
+            "--listen-addr",
+            &format!("{listen_host}:{port}"),
+            "--listen-metrics-addr",
+            &format!("{listen_host}:{metrics_port}"),
+        ])
+        .args(extra)
+        .env("KUBERNETES_SERVICE_HOST", host)
+        .env("KUBERNETES_SERVICE_PORT", server.port.to_string())
+        .env("POD_NAMESPACE", self.name())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true);
+        let child = cmd.spawn().context("starting the upstream controller")?;
+        let mut me = UpstreamController {
+            child,
+            api: format!("http://{api_host}:{port}"),
+            port,
+            log,
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = me.child.try_wait()? {
+                bail!("upstream controller exited with {status}:\n{}", me.logs());
+            }
+            if let Ok((200, pem)) =
+                ControllerProcess::request(format!("{}/v1/cert.pem", me.api), "GET", None).await
+            {
+                if pem.contains("BEGIN CERTIFICATE") {
+                    return Ok(me);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "upstream controller serves no certificate after 30s:\n{}",
+                    me.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl UpstreamController {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn cert(&self) -> Result<Certificate> {
+        let (_, pem) =
+            ControllerProcess::request(format!("{}/v1/cert.pem", self.api), "GET", None).await?;
+        Ok(Certificate::from_pem(pem.as_bytes())?)
+    }
+
+    pub async fn stop(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
