@@ -108,6 +108,50 @@ impl Env {
         ControllerProcess::start(&self.sa.kubeconfig, self.name(), extra).await
     }
 
+    /// Starts a controller inside the test network namespace and exposes its API as the Service
+    /// `sealed-secrets-controller` (port name `http`), as kubeseal expects.
+    pub async fn start_controller_behind_service(
+        &self,
+        extra: &[&str],
+    ) -> Result<ControllerProcess> {
+        let c = ControllerProcess::start_on(
+            Network::Netns,
+            &self.sa.kubeconfig_netns,
+            self.name(),
+            extra,
+        )
+        .await?;
+        keyseal_testenv::expose_in_netns(
+            &self.admin(),
+            self.name(),
+            "sealed-secrets-controller",
+            "http",
+            c.api_port,
+        )
+        .await?;
+        Ok(c)
+    }
+
+    /// Path of the `keyseal` CLI, built on demand (it is another package's binary).
+    pub fn keyseal_cli() -> Result<PathBuf> {
+        let dir = std::path::Path::new(env!("CARGO_BIN_EXE_keyseal-controller"))
+            .parent()
+            .context("target dir")?
+            .to_path_buf();
+        let path = dir.join("keyseal");
+        if !path.is_file() {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "keyseal-cli"])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+                .status()?;
+            anyhow::ensure!(
+                status.success() && path.is_file(),
+                "could not build the keyseal CLI"
+            );
+        }
+        Ok(path)
+    }
+
     /// Seals `items` for `name` in this namespace with `cert`.
     pub fn seal(
         &self,
@@ -214,6 +258,7 @@ fn free_port() -> u16 {
 pub struct ControllerProcess {
     child: tokio::process::Child,
     pub api: String,
+    pub api_port: u16,
     pub metrics: String,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
@@ -225,10 +270,40 @@ impl ControllerProcess {
         namespace: &str,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::start_on(Network::Host, kubeconfig, namespace, extra).await
+    }
+
+    /// Starts the controller on loopback, or inside the test network namespace where the API
+    /// server's service proxy can reach it (then `kubeconfig` must be the netns one).
+    pub async fn start_on(
+        network: Network,
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("controller.log");
-        let (api_port, metrics_port) = (free_port(), free_port());
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyseal-controller"));
+        let (host, api_port, metrics_port) = match network {
+            Network::Host => ("127.0.0.1", free_port(), free_port()),
+            Network::Netns => (
+                keyseal_testenv::NETNS_IP,
+                keyseal_testenv::netns_port()?,
+                keyseal_testenv::netns_port()?,
+            ),
+        };
+        let mut cmd = match network {
+            Network::Host => tokio::process::Command::new(env!("CARGO_BIN_EXE_keyseal-controller")),
+            Network::Netns => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args([
+                    "netns",
+                    "exec",
+                    keyseal_testenv::NETNS,
+                    env!("CARGO_BIN_EXE_keyseal-controller"),
+                ]);
+                c
+            }
+        };
         cmd.arg("--kubeconfig")
             .arg(kubeconfig)
             .args([
@@ -242,9 +317,9 @@ impl ControllerProcess {
             ])
             .args([
                 "--listen-addr",
-                &format!("127.0.0.1:{api_port}"),
+                &format!("{host}:{api_port}"),
                 "--listen-metrics-addr",
-                &format!("127.0.0.1:{metrics_port}"),
+                &format!("{host}:{metrics_port}"),
             ])
             .args(["--leader-election-lease-duration", "6s"])
             // Everything to stderr, which is the log file the leak checks read.
@@ -262,8 +337,9 @@ impl ControllerProcess {
         let child = cmd.spawn().context("starting keyseal-controller")?;
         let mut me = Self {
             child,
-            api: format!("http://127.0.0.1:{api_port}"),
-            metrics: format!("http://127.0.0.1:{metrics_port}"),
+            api: format!("http://{host}:{api_port}"),
+            api_port,
+            metrics: format!("http://{host}:{metrics_port}"),
             log,
             _dir: dir,
         };
