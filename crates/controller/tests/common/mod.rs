@@ -582,12 +582,10 @@ impl Env {
             if let Some(status) = me.child.try_wait()? {
                 bail!("upstream controller exited with {status}:\n{}", me.logs());
             }
-            if let Ok((200, pem)) =
-                ControllerProcess::request(format!("{}/v1/cert.pem", me.api), "GET", None).await
-            {
-                if pem.contains("BEGIN CERTIFICATE") {
-                    return Ok(me);
-                }
+            let cert =
+                ControllerProcess::request(format!("{}/v1/cert.pem", me.api), "GET", None).await;
+            if cert.is_ok_and(|(code, pem)| code == 200 && pem.contains("BEGIN CERTIFICATE")) {
+                return Ok(me);
             }
             if tokio::time::Instant::now() > deadline {
                 bail!(
