@@ -71,7 +71,7 @@ pub struct Metrics {
     pub unseal_requests: Counter,
     /// Failures by reason and namespace.
     pub unseal_errors: Family<ErrorLabels, Counter>,
-    /// 1 Synced=True, 0 Synced=False, -1 unknown.
+    /// Upstream's values: 1 Synced=True, -1 Synced=False, 0 unknown.
     pub condition_info: Family<ConditionLabels, Gauge>,
     /// HTTP requests served.
     pub http_requests: Family<HttpLabels, Counter>,
@@ -115,7 +115,7 @@ impl Metrics {
         );
         registry.register(
             "condition_info",
-            "SealedSecret conditions: 1 true, 0 false, -1 unknown",
+            "Current SealedSecret condition status. Values are -1 (false), 0 (unknown or absent), 1 (true)",
             condition_info.clone(),
         );
         registry.register(
@@ -197,9 +197,10 @@ impl Metrics {
         self.condition_info
             .get_or_create(&labels)
             .set(match synced {
+                // Upstream's mapping, which dashboards and alerts (`< 0`) rely on.
                 Some(true) => 1,
-                Some(false) => 0,
-                None => -1,
+                Some(false) => -1,
+                None => 0,
             });
     }
 
