@@ -98,7 +98,8 @@ async fn observe(State(state): State<HttpState>, request: Request, next: Next) -
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    // promhttp (upstream) labels methods in lower case: `get`, `post`.
+    let method = request.method().as_str().to_ascii_lowercase();
     let started = Instant::now();
     let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
         Ok(response) => response,
