@@ -27,7 +27,7 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Accept legacy `spec.data` in /v1/verify.
     pub accept_v1_data: bool,
-    /// Per-client limiter of /v1/verify.
+    /// Per-client, per-route limiter of /v1/verify and /v1/rotate.
     pub limiter: Arc<RateLimiter>,
     /// Extra gauges refreshed at scrape time.
     pub refresh: Arc<dyn Fn() + Send + Sync>,
@@ -35,12 +35,16 @@ pub struct HttpState {
     pub request_timeout: std::time::Duration,
 }
 
-/// A token bucket per client address: `rate` tokens per second, at most `burst` saved up.
+/// A token bucket per client address and route (upstream varies its limit by path too): `rate`
+/// tokens per second, at most `burst` saved up.
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<(IpAddr, &'static str), Bucket>>,
 }
+
+/// Tokens left and when they were counted.
+type Bucket = (f64, Instant);
 
 impl RateLimiter {
     /// A limiter with upstream's semantics (`--rate-limit`, `--rate-limit-burst`).
@@ -52,8 +56,8 @@ impl RateLimiter {
         }
     }
 
-    /// Takes a token for `client` if one is available.
-    pub fn allow(&self, client: IpAddr) -> bool {
+    /// Takes a token for `client` on `route` if one is available.
+    pub fn allow(&self, client: IpAddr, route: &'static str) -> bool {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("limiter lock");
         if buckets.len() > 10_000 {
@@ -62,7 +66,7 @@ impl RateLimiter {
                 *tokens < self.burst && now.duration_since(*at).as_secs() < 60
             });
         }
-        let (tokens, at) = buckets.entry(client).or_insert((self.burst, now));
+        let (tokens, at) = buckets.entry((client, route)).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
@@ -164,7 +168,7 @@ async fn verify(
     body: Bytes,
 ) -> Response {
     // The endpoint is a decryption oracle: rate-limited per client, templates never rendered.
-    if !state.limiter.allow(peer.ip()) {
+    if !state.limiter.allow(peer.ip(), "/v1/verify") {
         return (StatusCode::TOO_MANY_REQUESTS, "limit exceeded").into_response();
     }
     let ss = match parse_body(&body) {
@@ -185,7 +189,15 @@ async fn verify(
     }
 }
 
-async fn rotate(State(state): State<HttpState>, body: Bytes) -> Response {
+async fn rotate(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    // 200 or 409 tells whether the body decrypts: the same oracle as /v1/verify, limited alike.
+    if !state.limiter.allow(peer.ip(), "/v1/rotate") {
+        return (StatusCode::TOO_MANY_REQUESTS, "limit exceeded").into_response();
+    }
     let ss = match parse_body(&body) {
         Ok(ss) => ss,
         Err(r) => return *r,
@@ -245,12 +257,16 @@ mod tests {
     fn limiter_allows_burst_then_refuses() {
         let l = RateLimiter::new(2, 2);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert!(l.allow(ip) && l.allow(ip));
+        assert!(l.allow(ip, "/v1/verify") && l.allow(ip, "/v1/verify"));
         assert!(
-            !l.allow(ip),
+            !l.allow(ip, "/v1/verify"),
             "third request within the same instant exceeds the burst"
         );
-        assert!(l.allow("10.0.0.2".parse().unwrap()), "per client");
+        assert!(
+            l.allow("10.0.0.2".parse().unwrap(), "/v1/verify"),
+            "per client"
+        );
+        assert!(l.allow(ip, "/v1/rotate"), "per route");
     }
 
     #[test]
