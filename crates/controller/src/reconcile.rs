@@ -334,7 +334,10 @@ async fn write_secret(
     if !(controlled || managed || patch) {
         return Err(ReconcileError::Unmanaged(name));
     }
-    let next = if patch && !controlled {
+    // As upstream: the patch annotation on the existing Secret decides, whether or not it is
+    // already controlled (a patch + managed Secret is owned after the first sync and must keep
+    // being merged into, not replaced).
+    let next = if patch {
         let mut merged = existing.clone();
         let data = merged.data.get_or_insert_with(BTreeMap::new);
         data.extend(desired.data.clone().unwrap_or_default());
