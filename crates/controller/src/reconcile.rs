@@ -312,16 +312,6 @@ async fn write_secret(
             .insert(MANAGED.to_owned(), "true".to_owned());
     }
     let Some(existing) = api.get_opt(&name).await.map_err(classify)? else {
-        if ctx.flags.skip_recreate
-            && ss.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == CONDITION_SYNCED && c.status == "True")
-            })
-        {
-            tracing::info!(namespace = %ns, name = %name, "Secret was deleted; not recreating (--skip-recreate)");
-            return Ok(());
-        }
         api.create(&PostParams::default(), &desired)
             .await
             .map_err(classify)?;
@@ -494,32 +484,38 @@ pub async fn run(
         } else {
             watcher::Config::default().labels(&selector)
         };
-        // Secrets: metadata only, deletions only. A deleted Secret makes its SealedSecret (same
-        // name) unseal again; nothing about unrelated Secrets is kept in memory.
-        let forget_ctx = ctx.clone();
-        let deletions =
-            watcher::watcher(secrets, watcher::Config::default()).filter_map(|event| async move {
-                match event {
-                    Ok(watcher::Event::Delete(meta)) => Some(Ok(meta)),
-                    Err(e) => Some(Err(e)),
-                    _ => None,
-                }
-            });
         let key_changes = tokio_stream_from_watch(ctx.ring.subscribe());
         let stop = stop.clone();
-        let controller = Controller::new(sealed, config)
-            .with_config(
-                kube::runtime::controller::Config::default()
-                    .concurrency(u16::try_from(workers).unwrap_or(u16::MAX)),
-            )
-            .watches_stream(deletions, move |meta: PartialObjectMeta<Secret>| {
-                let (ns, name) = (
-                    meta.metadata.namespace.unwrap_or_default(),
-                    meta.metadata.name.unwrap_or_default(),
-                );
-                forget_ctx.forget(&object_key(&ns, &name));
-                Some(ObjectRef::<SealedSecret>::new(&name).within(&ns))
-            })
+        let mut controller = Controller::new(sealed, config).with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(u16::try_from(workers).unwrap_or(u16::MAX)),
+        );
+        // Secrets: metadata only, deletions only. A deleted Secret makes its SealedSecret (same
+        // name) unseal again; nothing about unrelated Secrets is kept in memory. With
+        // --skip-recreate the deletions are not watched at all (as upstream): a deleted Secret
+        // stays deleted until its SealedSecret changes or the controller restarts.
+        if !ctx.flags.skip_recreate {
+            let forget_ctx = ctx.clone();
+            let deletions = watcher::watcher(secrets, watcher::Config::default()).filter_map(
+                |event| async move {
+                    match event {
+                        Ok(watcher::Event::Delete(meta)) => Some(Ok(meta)),
+                        Err(e) => Some(Err(e)),
+                        _ => None,
+                    }
+                },
+            );
+            controller =
+                controller.watches_stream(deletions, move |meta: PartialObjectMeta<Secret>| {
+                    let (ns, name) = (
+                        meta.metadata.namespace.unwrap_or_default(),
+                        meta.metadata.name.unwrap_or_default(),
+                    );
+                    forget_ctx.forget(&object_key(&ns, &name));
+                    Some(ObjectRef::<SealedSecret>::new(&name).within(&ns))
+                });
+        }
+        let controller = controller
             .reconcile_all_on(key_changes)
             .graceful_shutdown_on(async move { stop.cancelled().await });
         runs.push(Box::pin(
