@@ -1,0 +1,1396 @@
+//! The reconciler, end to end (COMPAT §3, §5, and keyseal's fixes of §9): the real controller
+//! binary, under the manifests' RBAC, against the real control plane. One behaviour per test,
+//! each with its own namespace and its own controller.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use common::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use keyseal_api::annotations::{MANAGED, PATCH, SKIP_SET_OWNER_REFERENCES};
+use keyseal_api::{Scope, SealedSecret, SealedSecretCondition};
+use keyseal_crypto::Certificate;
+use keyseal_testenv::await_condition;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::{Api, Client};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A Secret `namespace/name` with `items` as stringData and the scope annotation of `scope`.
+fn plain_secret(namespace: &str, name: &str, items: &[(&str, &str)], scope: Scope) -> Secret {
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(name.into());
+    secret.metadata.namespace = Some(namespace.into());
+    let mut annotations = BTreeMap::new();
+    scope.write_annotations(&mut annotations);
+    secret.metadata.annotations = Some(annotations);
+    secret.string_data = Some(strings(items));
+    secret
+}
+
+/// Seals `items` as the CLI would for `namespace/name` in `scope`.
+fn seal_for(
+    cert: &Certificate,
+    namespace: &str,
+    name: &str,
+    items: &[(&str, &str)],
+    scope: Scope,
+) -> SealedSecret {
+    keyseal_api::seal_secret(
+        &plain_secret(namespace, name, items, scope),
+        cert.public_key(),
+    )
+    .expect("seals")
+}
+
+/// Moves a SealedSecret (and its template) to another name/namespace without re-sealing.
+fn moved(mut ss: SealedSecret, namespace: &str, name: &str) -> SealedSecret {
+    ss.metadata.name = Some(name.into());
+    ss.metadata.namespace = Some(namespace.into());
+    if let Some(meta) = ss.spec.template.metadata.as_mut() {
+        meta.name = Some(name.into());
+        meta.namespace = Some(namespace.into());
+    }
+    ss
+}
+
+fn sealed_api(client: Client, namespace: &str) -> Api<SealedSecret> {
+    Api::namespaced(client, namespace)
+}
+
+fn synced(ss: &SealedSecret) -> Option<&SealedSecretCondition> {
+    ss.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Synced"))
+}
+
+/// Waits until the SealedSecret's Synced condition is `status` *and* it reports the current
+/// generation, so a stale condition from an earlier generation never satisfies the wait.
+async fn await_status(api: &Api<SealedSecret>, name: &str, status: &str) -> Result<SealedSecret> {
+    await_condition(
+        WAIT,
+        &format!("SealedSecret {name} Synced={status} at its generation"),
+        || {
+            let api = api.clone();
+            let (name, status) = (name.to_owned(), status.to_owned());
+            async move {
+                let ss = api.get(&name).await?;
+                let ok = synced(&ss).is_some_and(|c| c.status == status)
+                    && ss.status.as_ref().and_then(|s| s.observed_generation)
+                        == ss.metadata.generation;
+                Ok(ok.then_some(ss))
+            }
+        },
+    )
+    .await
+}
+
+fn message(ss: &SealedSecret) -> String {
+    synced(ss)
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Reads, modifies and replaces a SealedSecret, retrying on write conflicts with the
+/// controller's status updates.
+async fn modify(
+    api: &Api<SealedSecret>,
+    name: &str,
+    change: impl Fn(&mut SealedSecret),
+) -> Result<SealedSecret> {
+    for _ in 0..10 {
+        let mut ss = api.get(name).await?;
+        change(&mut ss);
+        match api.replace(name, &PostParams::default(), &ss).await {
+            Ok(ss) => return Ok(ss),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("SealedSecret {name}: too many write conflicts")
+}
+
+/// Waits until the Secret `namespace/name` exists and `check` accepts it.
+async fn await_secret_in(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    check: impl Fn(&Secret) -> bool,
+) -> Result<Secret> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    await_condition(WAIT, &format!("Secret {namespace}/{name}"), || {
+        let api = api.clone();
+        let name = name.to_owned();
+        let ok = &check;
+        async move { Ok(api.get_opt(&name).await?.filter(|s| ok(s))) }
+    })
+    .await
+}
+
+/// events.k8s.io/v1 events about `name` in `namespace`.
+async fn events_about(client: Client, namespace: &str, name: &str) -> Result<Vec<Event>> {
+    let api: Api<Event> = Api::namespaced(client, namespace);
+    let all = api.list(&Default::default()).await?.items;
+    Ok(all
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect())
+}
+
+/// Waits for an event with `reason` about `name` and returns it.
+async fn await_event(client: Client, namespace: &str, name: &str, reason: &str) -> Result<Event> {
+    await_condition(
+        Duration::from_secs(15),
+        &format!("event {reason} about {namespace}/{name}"),
+        || {
+            let client = client.clone();
+            let (namespace, name, reason) = (namespace.to_owned(), name.to_owned(), reason);
+            async move {
+                Ok(events_about(client, &namespace, &name)
+                    .await?
+                    .into_iter()
+                    .find(|e| e.reason.as_deref() == Some(reason)))
+            }
+        },
+    )
+    .await
+}
+
+/// How many times an event was emitted (a series counts each occurrence).
+fn occurrences(events: &[Event], reason: &str) -> i32 {
+    events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum()
+}
+
+/// Checks the Event as upstream publishes it: type, reason, note, reporting controller, and
+/// that it is about the SealedSecret.
+fn check_event(event: &Event, type_: &str, note_contains: &str) {
+    assert_eq!(event.type_.as_deref(), Some(type_), "{event:?}");
+    assert!(
+        event
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains(note_contains)),
+        "event note {:?} should contain {note_contains:?}",
+        event.note
+    );
+    assert_eq!(
+        event.reporting_controller.as_deref(),
+        Some("sealed-secrets"),
+        "{event:?}"
+    );
+    let regarding = event.regarding.as_ref().expect("regarding");
+    assert_eq!(regarding.kind.as_deref(), Some("SealedSecret"));
+    assert_eq!(
+        regarding.api_version.as_deref(),
+        Some("bitnami.com/v1alpha1")
+    );
+}
+
+/// Value of one sample of a metric, matched by name and label substrings (`reason="update"`).
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// No plaintext value (nor its base64 form, as a dumped Secret would show it) appears in the
+/// controller's log, in its metrics or in any event in `namespaces`.
+async fn assert_no_plaintext(
+    controller: &ControllerProcess,
+    client: Client,
+    namespaces: &[&str],
+    values: &[&str],
+) -> Result<()> {
+    let logs = controller.logs();
+    ensure!(!logs.is_empty(), "the controller logged nothing");
+    let metrics = controller.scrape().await?;
+    ensure!(
+        metrics.contains("sealed_secrets_controller_unseal_requests_total"),
+        "metrics scraped"
+    );
+    let mut events = String::new();
+    for ns in namespaces {
+        let api: Api<Event> = Api::namespaced(client.clone(), ns);
+        for e in api.list(&Default::default()).await?.items {
+            events.push_str(&serde_json::to_string(&e)?);
+            events.push('\n');
+        }
+    }
+    for value in values {
+        let b64 = keyseal_crypto::encode_base64(value.as_bytes());
+        for (what, text) in [("log", &logs), ("metrics", &metrics), ("events", &events)] {
+            ensure!(
+                !text.contains(value),
+                "plaintext {value:?} appears in the controller's {what}"
+            );
+            ensure!(
+                !text.contains(&b64),
+                "base64 of plaintext {value:?} appears in the controller's {what}"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn owner_ok(secret: &Secret, ss: &SealedSecret) {
+    let owners = secret.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1, "exactly one ownerReference: {owners:?}");
+    let o = &owners[0];
+    assert_eq!(o.api_version, "bitnami.com/v1alpha1");
+    assert_eq!(o.kind, "SealedSecret");
+    assert_eq!(Some(&o.name), ss.metadata.name.as_ref());
+    assert_eq!(Some(&o.uid), ss.metadata.uid.as_ref());
+    assert_eq!(o.controller, Some(true));
+}
+
+fn no_owner(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_none_or(Vec::is_empty)
+}
+
+fn pairs(secret: &Secret) -> Vec<(String, String)> {
+    data(secret).into_iter().collect()
+}
+
+fn expect(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    strings(pairs).into_iter().collect()
+}
+
+fn existing_secret(
+    name: &str,
+    annotations: &[(&str, &str)],
+    labels: &[(&str, &str)],
+    items: &[(&str, &str)],
+) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = Some(name.into());
+    s.metadata.annotations = Some(strings(annotations));
+    s.metadata.labels = Some(strings(labels));
+    s.data = Some(
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect(),
+    );
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create, update, delete
+
+#[tokio::test]
+async fn create_update_and_delete_follow_the_sealed_secret() -> Result<()> {
+    let env = Env::new("rc-life").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    let mut plain = plain_secret(&ns, "app", &[("password", "LIFE-pw-1")], Scope::Strict);
+    plain.metadata.labels = Some(strings(&[("app", "web"), ("tier", "db")]));
+    plain
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("example.com/note".into(), "hello".into());
+    plain.type_ = Some("example.com/custom".into());
+    plain.immutable = Some(false);
+    let ss = keyseal_api::seal_secret(&plain, cert.public_key())?;
+    let created = env.create(&ss).await?;
+
+    let secret = env.await_secret("app", |_| true).await?;
+    assert_eq!(pairs(&secret), expect(&[("password", "LIFE-pw-1")]));
+    assert_eq!(
+        secret.metadata.labels,
+        Some(strings(&[("app", "web"), ("tier", "db")]))
+    );
+    assert_eq!(
+        secret.metadata.annotations,
+        Some(strings(&[("example.com/note", "hello")]))
+    );
+    assert_eq!(secret.type_.as_deref(), Some("example.com/custom"));
+    assert_eq!(secret.immutable, Some(false));
+    owner_ok(&secret, &created);
+    let ss1 = await_status(&env.sealed_secrets(), "app", "True").await?;
+    assert_eq!(ss1.metadata.generation, Some(1));
+
+    // Someone edits the owned Secret; the next update of the SealedSecret overwrites it all.
+    let mut tampered = env.secrets().get("app").await?;
+    tampered
+        .data
+        .get_or_insert_default()
+        .insert("intruder".into(), ByteString(b"x".to_vec()));
+    tampered
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("intruder".into(), "x".into());
+    env.secrets()
+        .replace("app", &PostParams::default(), &tampered)
+        .await?;
+
+    // New item, changed value, changed template metadata.
+    let mut plain2 = plain_secret(
+        &ns,
+        "app",
+        &[("password", "LIFE-pw-2"), ("token", "LIFE-tok-2")],
+        Scope::Strict,
+    );
+    plain2.metadata.labels = Some(strings(&[("app", "web2")]));
+    plain2.type_ = Some("example.com/custom".into());
+    let ss2 = keyseal_api::seal_secret(&plain2, cert.public_key())?;
+    modify(&env.sealed_secrets(), "app", |s| s.spec = ss2.spec.clone()).await?;
+    let secret = env
+        .await_secret("app", |s| data(s).contains_key("token"))
+        .await?;
+    assert_eq!(
+        pairs(&secret),
+        expect(&[("password", "LIFE-pw-2"), ("token", "LIFE-tok-2")]),
+        "overwritten: the intruder item is gone"
+    );
+    assert_eq!(secret.metadata.labels, Some(strings(&[("app", "web2")])));
+    owner_ok(&secret, &created);
+    let ss2 = await_status(&env.sealed_secrets(), "app", "True").await?;
+    assert_eq!(ss2.metadata.generation, Some(2));
+
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["LIFE-pw-1", "LIFE-pw-2", "LIFE-tok-2"],
+    )
+    .await?;
+
+    // Deleting the SealedSecret: garbage collection removes the Secret.
+    env.sealed_secrets()
+        .delete("app", &DeleteParams::background())
+        .await?;
+    let secrets = env.secrets();
+    await_condition(WAIT, "the Secret is garbage-collected", || {
+        let secrets = secrets.clone();
+        async move { Ok(secrets.get_opt("app").await?.is_none().then_some(())) }
+    })
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scopes
+
+#[tokio::test]
+async fn strict_scope_opens_only_under_its_own_name_and_namespace() -> Result<()> {
+    let env = Env::new("rc-strict").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    // Right name and namespace.
+    env.create(&seal_for(
+        &cert,
+        &ns,
+        "right",
+        &[("pw", "STRICT-ok")],
+        Scope::Strict,
+    ))
+    .await?;
+    // Sealed for another name, created as "renamed".
+    let other_name = seal_for(&cert, &ns, "other", &[("pw", "STRICT-n")], Scope::Strict);
+    env.create(&moved(other_name, &ns, "renamed")).await?;
+    // Sealed for another namespace, created here under the same name.
+    let other_ns = seal_for(
+        &cert,
+        "elsewhere",
+        "same",
+        &[("pw", "STRICT-ns")],
+        Scope::Strict,
+    );
+    env.create(&moved(other_ns, &ns, "same")).await?;
+
+    await_status(&api, "right", "True").await?;
+    let s = env.await_secret("right", |_| true).await?;
+    assert_eq!(pairs(&s), expect(&[("pw", "STRICT-ok")]));
+    for name in ["renamed", "same"] {
+        let ss = await_status(&api, name, "False").await?;
+        assert!(
+            message(&ss).contains("no key could decrypt secret (pw)"),
+            "{name}: {:?}",
+            message(&ss)
+        );
+        let event = await_event(env.admin(), &ns, name, "ErrUnsealFailed").await?;
+        check_event(
+            &event,
+            "Warning",
+            "Failed to unseal: no key could decrypt secret (pw)",
+        );
+        assert!(env.secrets().get_opt(name).await?.is_none(), "{name}");
+    }
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["STRICT-ok", "STRICT-n", "STRICT-ns"],
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn namespace_wide_scope_opens_under_any_name_in_its_namespace() -> Result<()> {
+    let env = Env::new("rc-nswide").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    let ss = seal_for(
+        &cert,
+        &ns,
+        "orig",
+        &[("pw", "NSW-ok")],
+        Scope::NamespaceWide,
+    );
+    env.create(&moved(ss, &ns, "renamed")).await?;
+    // Namespace-wide for another namespace does not open here.
+    let ss = seal_for(
+        &cert,
+        "elsewhere",
+        "x",
+        &[("pw", "NSW-no")],
+        Scope::NamespaceWide,
+    );
+    env.create(&moved(ss, &ns, "foreign")).await?;
+
+    await_status(&api, "renamed", "True").await?;
+    let s = env.await_secret("renamed", |_| true).await?;
+    assert_eq!(pairs(&s), expect(&[("pw", "NSW-ok")]));
+    let ss = await_status(&api, "foreign", "False").await?;
+    assert!(message(&ss).contains("no key could decrypt secret (pw)"));
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["NSW-ok", "NSW-no"]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn cluster_wide_scope_opens_anywhere() -> Result<()> {
+    let env = Env::new("rc-cwide").await?;
+    let other = env.cluster.namespace("rc-cwide2").await?;
+    let controller = env
+        .start_controller(&["--additional-namespaces", other.name()])
+        .await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    let ss = seal_for(&cert, &ns, "orig", &[("pw", "CW-ok")], Scope::ClusterWide);
+    sealed_api(env.admin(), other.name())
+        .create(
+            &PostParams::default(),
+            &moved(ss.clone(), other.name(), "moved"),
+        )
+        .await?;
+    env.create(&moved(ss, &ns, "renamed")).await?;
+
+    let s = await_secret_in(env.admin(), other.name(), "moved", |_| true).await?;
+    assert_eq!(pairs(&s), expect(&[("pw", "CW-ok")]));
+    await_status(&sealed_api(env.admin(), other.name()), "moved", "True").await?;
+    let s = env.await_secret("renamed", |_| true).await?;
+    assert_eq!(pairs(&s), expect(&[("pw", "CW-ok")]));
+    await_status(&env.sealed_secrets(), "renamed", "True").await?;
+    assert_no_plaintext(&controller, env.admin(), &[&ns, other.name()], &["CW-ok"]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn adding_the_scope_annotation_alone_unseals_again() -> Result<()> {
+    let env = Env::new("rc-scopefix").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    // Sealed cluster-wide, but the top-level annotation was lost: read as strict, it fails.
+    let mut ss = seal_for(&cert, &ns, "app", &[("pw", "SCOPE-v")], Scope::ClusterWide);
+    ss.metadata.annotations = None;
+    env.create(&ss).await?;
+    let failed = await_status(&api, "app", "False").await?;
+    assert!(message(&failed).contains("no key could decrypt secret (pw)"));
+
+    // A metadata-only change (no new generation) is enough (upstream ignores it, COMPAT §9).
+    let changed = modify(&api, "app", |s| {
+        s.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(keyseal_api::annotations::CLUSTER_WIDE.into(), "true".into());
+    })
+    .await?;
+    assert_eq!(changed.metadata.generation, failed.metadata.generation);
+    let s = env.await_secret("app", |_| true).await?;
+    assert_eq!(pairs(&s), expect(&[("pw", "SCOPE-v")]));
+    await_status(&api, "app", "True").await?;
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["SCOPE-v"]).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// An existing Secret of the same name
+
+#[tokio::test]
+async fn a_managed_secret_is_taken_over() -> Result<()> {
+    let env = Env::new("rc-managed").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    env.secrets()
+        .create(
+            &PostParams::default(),
+            &existing_secret(
+                "app",
+                &[(MANAGED, "true")],
+                &[("old", "label")],
+                &[("old", "MANAGED-old"), ("pw", "MANAGED-before")],
+            ),
+        )
+        .await?;
+    let created = env
+        .create(&seal_for(
+            &cert,
+            &ns,
+            "app",
+            &[("pw", "MANAGED-new")],
+            Scope::Strict,
+        ))
+        .await?;
+    let secret = env.await_secret("app", |s| !no_owner(s)).await?;
+    owner_ok(&secret, &created);
+    assert_eq!(
+        pairs(&secret),
+        expect(&[("pw", "MANAGED-new")]),
+        "overwritten"
+    );
+    assert_eq!(
+        secret.metadata.labels.clone().unwrap_or_default(),
+        BTreeMap::new(),
+        "labels replaced by the template's"
+    );
+    await_status(&env.sealed_secrets(), "app", "True").await?;
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["MANAGED-new", "MANAGED-old", "MANAGED-before"],
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_patch_secret_is_merged_into() -> Result<()> {
+    let env = Env::new("rc-patch").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    // "patch" alone: merged, no ownerReference. "both" (patch + managed): merged and owned.
+    for (name, annotations) in [
+        ("patch", vec![(PATCH, "true")]),
+        ("both", vec![(PATCH, "true"), (MANAGED, "true")]),
+    ] {
+        env.secrets()
+            .create(
+                &PostParams::default(),
+                &existing_secret(
+                    name,
+                    &annotations,
+                    &[("keep", "yes"), ("shared", "old")],
+                    &[("keep", "PATCH-keep"), ("pw", "PATCH-old")],
+                ),
+            )
+            .await?;
+        let mut plain = plain_secret(
+            &ns,
+            name,
+            &[("pw", "PATCH-new"), ("extra", "PATCH-extra")],
+            Scope::Strict,
+        );
+        plain.metadata.labels = Some(strings(&[("shared", "new"), ("added", "1")]));
+        plain
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("example.com/from-template".into(), "t".into());
+        env.create(&keyseal_api::seal_secret(&plain, cert.public_key())?)
+            .await?;
+    }
+    for name in ["patch", "both"] {
+        let secret = env
+            .await_secret(name, |s| data(s).contains_key("extra"))
+            .await?;
+        assert_eq!(
+            pairs(&secret),
+            expect(&[
+                ("extra", "PATCH-extra"),
+                ("keep", "PATCH-keep"),
+                ("pw", "PATCH-new")
+            ]),
+            "{name}: existing keys kept, new ones win"
+        );
+        assert_eq!(
+            secret.metadata.labels,
+            Some(strings(&[
+                ("added", "1"),
+                ("keep", "yes"),
+                ("shared", "new")
+            ])),
+            "{name}"
+        );
+        let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.get(PATCH).map(String::as_str), Some("true"));
+        assert_eq!(
+            annotations
+                .get("example.com/from-template")
+                .map(String::as_str),
+            Some("t")
+        );
+        let ss = await_status(&api, name, "True").await?;
+        if name == "patch" {
+            assert!(
+                no_owner(&secret),
+                "patch without managed: no ownerReference"
+            );
+        } else {
+            owner_ok(&secret, &ss);
+        }
+    }
+
+    // A second update still merges, whether or not the Secret is now owned.
+    for name in ["patch", "both"] {
+        let plain = plain_secret(&ns, name, &[("pw", "PATCH-newer")], Scope::Strict);
+        let next = keyseal_api::seal_secret(&plain, cert.public_key())?;
+        modify(&api, name, |s| s.spec = next.spec.clone()).await?;
+        let secret = env
+            .await_secret(name, |s| {
+                data(s).get("pw").map(String::as_str) == Some("PATCH-newer")
+            })
+            .await?;
+        assert_eq!(
+            pairs(&secret),
+            expect(&[
+                ("extra", "PATCH-extra"),
+                ("keep", "PATCH-keep"),
+                ("pw", "PATCH-newer")
+            ]),
+            "{name}: still merged on update"
+        );
+        await_status(&api, name, "True").await?;
+    }
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &[
+            "PATCH-keep",
+            "PATCH-old",
+            "PATCH-new",
+            "PATCH-extra",
+            "PATCH-newer",
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unmanaged_secret_is_left_alone() -> Result<()> {
+    let env = Env::new("rc-unmanaged").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    let before = env
+        .secrets()
+        .create(
+            &PostParams::default(),
+            &existing_secret("app", &[], &[("mine", "yes")], &[("pw", "UNMANAGED-mine")]),
+        )
+        .await?;
+    env.create(&seal_for(
+        &cert,
+        &ns,
+        "app",
+        &[("pw", "UNMANAGED-sealed")],
+        Scope::Strict,
+    ))
+    .await?;
+    let ss = await_status(&env.sealed_secrets(), "app", "False").await?;
+    let expected = r#"Resource "app" already exists and is not managed by SealedSecret"#;
+    assert!(message(&ss).contains(expected), "{:?}", message(&ss));
+    let event = await_event(env.admin(), &ns, "app", "ErrUpdateFailed").await?;
+    check_event(&event, "Warning", expected);
+
+    let after = env.secrets().get("app").await?;
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "untouched"
+    );
+    assert_eq!(pairs(&after), expect(&[("pw", "UNMANAGED-mine")]));
+    assert!(no_owner(&after));
+    let metrics = controller.scrape().await?;
+    assert!(
+        metric(
+            &metrics,
+            "sealed_secrets_controller_unseal_errors_total",
+            &["reason=\"unmanaged\"", &format!("namespace=\"{ns}\"")]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["UNMANAGED-mine", "UNMANAGED-sealed"],
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn skip_set_owner_references_keeps_working_after_the_first_create() -> Result<()> {
+    let env = Env::new("rc-skipowner").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    let sealed = |value: &str| {
+        let mut plain = plain_secret(&ns, "app", &[("pw", value)], Scope::Strict);
+        plain
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(SKIP_SET_OWNER_REFERENCES.into(), "true".into());
+        keyseal_api::seal_secret(&plain, cert.public_key()).expect("seals")
+    };
+    env.create(&sealed("SKIPOWN-1")).await?;
+    let secret = env.await_secret("app", |_| true).await?;
+    assert!(no_owner(&secret), "{:?}", secret.metadata.owner_references);
+    assert_eq!(pairs(&secret), expect(&[("pw", "SKIPOWN-1")]));
+    await_status(&api, "app", "True").await?;
+
+    // Upstream fails here (the Secret is neither controlled nor managed): keyseal updates it.
+    for value in ["SKIPOWN-2", "SKIPOWN-3"] {
+        let next = sealed(value);
+        modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
+        let secret = env
+            .await_secret("app", |s| {
+                data(s).get("pw").map(String::as_str) == Some(value)
+            })
+            .await?;
+        assert!(no_owner(&secret));
+        await_status(&api, "app", "True").await?;
+    }
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["SKIPOWN-1", "SKIPOWN-2", "SKIPOWN-3"],
+    )
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recreation
+
+#[tokio::test]
+async fn a_deleted_secret_is_recreated() -> Result<()> {
+    let env = Env::new("rc-recreate").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    let created = env
+        .create(&seal_for(
+            &cert,
+            &ns,
+            "app",
+            &[("pw", "RECREATE-v")],
+            Scope::Strict,
+        ))
+        .await?;
+    let first = env.await_secret("app", |_| true).await?;
+    await_status(&env.sealed_secrets(), "app", "True").await?;
+    env.secrets()
+        .delete("app", &DeleteParams::default())
+        .await?;
+    let again = env
+        .await_secret("app", |s| s.metadata.uid != first.metadata.uid)
+        .await?;
+    assert_eq!(pairs(&again), expect(&[("pw", "RECREATE-v")]));
+    owner_ok(&again, &created);
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["RECREATE-v"]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn skip_recreate_leaves_a_deleted_secret_deleted() -> Result<()> {
+    let env = Env::new("rc-skiprec").await?;
+    let controller = env.start_controller(&["--skip-recreate"]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    env.create(&seal_for(
+        &cert,
+        &ns,
+        "app",
+        &[("pw", "SKIPREC-1")],
+        Scope::Strict,
+    ))
+    .await?;
+    env.await_secret("app", |_| true).await?;
+    await_status(&api, "app", "True").await?;
+    env.secrets()
+        .delete("app", &DeleteParams::default())
+        .await?;
+    // Without the flag the Secret is back well within a second (see the test above).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        env.secrets().get_opt("app").await?.is_none(),
+        "not recreated"
+    );
+
+    // The flag only stops reacting to deletions: a change of the SealedSecret writes the Secret
+    // again, as upstream does.
+    let next = seal_for(&cert, &ns, "app", &[("pw", "SKIPREC-2")], Scope::Strict);
+    modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
+    let secret = env.await_secret("app", |_| true).await?;
+    assert_eq!(pairs(&secret), expect(&[("pw", "SKIPREC-2")]));
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["SKIPREC-1", "SKIPREC-2"],
+    )
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Immutable targets
+
+#[tokio::test]
+async fn an_immutable_secret_that_would_change_fails_once() -> Result<()> {
+    let env = Env::new("rc-immut").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    let sealed = |value: &str| {
+        let mut plain = plain_secret(&ns, "app", &[("pw", value)], Scope::Strict);
+        plain.immutable = Some(true);
+        keyseal_api::seal_secret(&plain, cert.public_key()).expect("seals")
+    };
+    env.create(&sealed("IMMUT-1")).await?;
+    let secret = env.await_secret("app", |_| true).await?;
+    assert_eq!(secret.immutable, Some(true), "immutable from the template");
+    await_status(&api, "app", "True").await?;
+
+    let next = sealed("IMMUT-2");
+    modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
+    let ss = await_status(&api, "app", "False").await?;
+    assert!(
+        message(&ss).contains("the target Secret is immutable"),
+        "{:?}",
+        message(&ss)
+    );
+    let event = await_event(env.admin(), &ns, "app", "ErrUpdateFailed").await?;
+    check_event(&event, "Warning", "the target Secret is immutable");
+    assert_eq!(
+        pairs(&env.secrets().get("app").await?),
+        expect(&[("pw", "IMMUT-1")])
+    );
+
+    // Not retried: neither the error counter nor the events keep growing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let errors = |text: &str| {
+        metric(
+            text,
+            "sealed_secrets_controller_unseal_errors_total",
+            &["reason=\"update\"", &format!("namespace=\"{ns}\"")],
+        )
+    };
+    let before = errors(&controller.scrape().await?);
+    let events_before = occurrences(
+        &events_about(env.admin(), &ns, "app").await?,
+        "ErrUpdateFailed",
+    );
+    assert!(before >= 1.0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = errors(&controller.scrape().await?);
+    let events_after = occurrences(
+        &events_about(env.admin(), &ns, "app").await?,
+        "ErrUpdateFailed",
+    );
+    assert_eq!(before, after, "the update error is not retried");
+    assert_eq!(events_before, events_after, "no new events");
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["IMMUT-1", "IMMUT-2"]).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Templates and the legacy format
+
+#[tokio::test]
+async fn template_data_is_rendered_with_the_decrypted_items() -> Result<()> {
+    let env = Env::new("rc-tmpl").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    let mut ss = seal_for(
+        &cert,
+        &ns,
+        "app",
+        &[("user", "alice-TMPL"), ("pass", "pw-TMPL-9")],
+        Scope::Strict,
+    );
+    ss.spec.template.data = Some(BTreeMap::from([
+        (
+            "url".to_owned(),
+            Some(r#"https://{{ .user }}:{{ index . "pass" }}@db:5432"#.to_owned()),
+        ),
+        ("shout".to_owned(), Some("{{ .user | upper }}".to_owned())),
+        // A template never overrides a sealed item.
+        ("user".to_owned(), Some("{{ .pass }}".to_owned())),
+        ("static".to_owned(), Some("plain text".to_owned())),
+    ]));
+    env.create(&ss).await?;
+    let secret = env.await_secret("app", |_| true).await?;
+    assert_eq!(
+        pairs(&secret),
+        expect(&[
+            ("pass", "pw-TMPL-9"),
+            ("shout", "ALICE-TMPL"),
+            ("static", "plain text"),
+            ("url", "https://alice-TMPL:pw-TMPL-9@db:5432"),
+            ("user", "alice-TMPL"),
+        ])
+    );
+    await_status(&env.sealed_secrets(), "app", "True").await?;
+
+    // A template that reads the environment is refused, not rendered.
+    let mut bad = seal_for(&cert, &ns, "env", &[("a", "TMPL-a")], Scope::Strict);
+    bad.spec.template.data = Some(BTreeMap::from([(
+        "home".to_owned(),
+        Some(r#"{{ env "HOME" }}"#.to_owned()),
+    )]));
+    env.create(&bad).await?;
+    let ss = await_status(&env.sealed_secrets(), "env", "False").await?;
+    assert!(message(&ss).contains("template data (home)"), "{ss:?}");
+    assert!(env.secrets().get_opt("env").await?.is_none());
+
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["alice-TMPL", "pw-TMPL-9", "ALICE-TMPL", "TMPL-a"],
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "the CRD's template.data values are not nullable (as in upstream's CRD), so the API \
+            server prunes a null entry before the controller sees it; needs a decision on \
+            crates/api/src/sealed_secret.rs"]
+async fn a_null_template_entry_drops_an_item() -> Result<()> {
+    let env = Env::new("rc-tmplnull").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    let mut ss = seal_for(
+        &cert,
+        &ns,
+        "app",
+        &[("keep", "NULL-keep"), ("drop", "NULL-drop")],
+        Scope::Strict,
+    );
+    ss.spec.template.data = Some(BTreeMap::from([
+        ("drop".to_owned(), None),
+        // The dropped item is still usable by the other templates.
+        (
+            "both".to_owned(),
+            Some("{{ .keep }}+{{ .drop }}".to_owned()),
+        ),
+    ]));
+    env.create(&ss).await?;
+    let secret = env.await_secret("app", |_| true).await?;
+    assert_eq!(
+        pairs(&secret),
+        expect(&[("both", "NULL-keep+NULL-drop"), ("keep", "NULL-keep")])
+    );
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["NULL-keep", "NULL-drop"],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A legacy v1 SealedSecret: the whole Secret as JSON, sealed strict for `ns/name`.
+fn legacy(cert: &Certificate, ns: &str, name: &str, value: &str) -> Result<SealedSecret> {
+    let json = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns, "labels": {"legacy": "yes"}},
+        "data": {"pw": keyseal_crypto::encode_base64(value.as_bytes())},
+    });
+    let sealed = keyseal_crypto::seal(
+        cert.public_key(),
+        &Scope::Strict.label(ns, name),
+        &serde_json::to_vec(&json)?,
+    )?;
+    let mut ss = SealedSecret::new(name, Default::default());
+    ss.metadata.namespace = Some(ns.into());
+    ss.spec.data = Some(ByteString(sealed));
+    Ok(ss)
+}
+
+#[tokio::test]
+async fn legacy_v1_data_is_accepted_by_default() -> Result<()> {
+    let env = Env::new("rc-v1data").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    let created = env.create(&legacy(&cert, &ns, "old", "V1-legacy")?).await?;
+    let secret = env.await_secret("old", |_| true).await?;
+    assert_eq!(pairs(&secret), expect(&[("pw", "V1-legacy")]));
+    assert_eq!(secret.metadata.labels, Some(strings(&[("legacy", "yes")])));
+    owner_ok(&secret, &created);
+    await_status(&env.sealed_secrets(), "old", "True").await?;
+
+    // Both formats at once: an error.
+    let mut both = legacy(&cert, &ns, "both", "V1-both")?;
+    both.spec.encrypted_data =
+        seal_for(&cert, &ns, "both", &[("pw", "V1-both-new")], Scope::Strict)
+            .spec
+            .encrypted_data;
+    env.create(&both).await?;
+    let ss = await_status(&env.sealed_secrets(), "both", "False").await?;
+    assert!(
+        message(&ss).contains("'encryptedData' and the deprecated field 'data'"),
+        "{:?}",
+        message(&ss)
+    );
+    assert!(env.secrets().get_opt("both").await?.is_none());
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["V1-legacy", "V1-both", "V1-both-new"],
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn legacy_v1_data_is_refused_when_disabled() -> Result<()> {
+    let env = Env::new("rc-v1off").await?;
+    let controller = env
+        .start_controller(&["--accept-deprecated-v1-data=false"])
+        .await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    env.create(&legacy(&cert, &ns, "old", "V1OFF-legacy")?)
+        .await?;
+    let ss = await_status(&env.sealed_secrets(), "old", "False").await?;
+    assert!(
+        message(&ss).contains("deprecated 'data' field"),
+        "{:?}",
+        message(&ss)
+    );
+    assert!(env.secrets().get_opt("old").await?.is_none());
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["V1OFF-legacy"]).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status and events
+
+#[tokio::test]
+async fn status_tracks_generation_and_transitions() -> Result<()> {
+    let env = Env::new("rc-status").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+    let transition = |ss: &SealedSecret| synced(ss).and_then(|c| c.last_transition_time.clone());
+
+    // Generation 1: sealed for another name → False.
+    let wrong = seal_for(&cert, &ns, "other", &[("a", "STATUS-a")], Scope::Strict);
+    env.create(&moved(wrong, &ns, "app")).await?;
+    let g1 = await_status(&api, "app", "False").await?;
+    assert_eq!(g1.status.as_ref().unwrap().observed_generation, Some(1));
+    assert!(message(&g1).contains("no key could decrypt secret (a)"));
+    let t1 = transition(&g1).context("lastTransitionTime")?;
+    assert!(synced(&g1).unwrap().last_update_time.is_some());
+    let event = await_event(env.admin(), &ns, "app", "ErrUnsealFailed").await?;
+    check_event(
+        &event,
+        "Warning",
+        "Failed to unseal: no key could decrypt secret (a)",
+    );
+
+    // Generation 2: still failing (other items) → False→False keeps lastTransitionTime.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let wrong = seal_for(
+        &cert,
+        &ns,
+        "other",
+        &[("b", "STATUS-b"), ("c", "STATUS-c")],
+        Scope::Strict,
+    );
+    modify(&api, "app", |s| s.spec = wrong.spec.clone()).await?;
+    let g2 = await_condition(WAIT, "generation 2 observed", || {
+        let api = api.clone();
+        async move {
+            let ss = api.get("app").await?;
+            Ok((ss.status.as_ref().and_then(|s| s.observed_generation) == Some(2)).then_some(ss))
+        }
+    })
+    .await?;
+    assert_eq!(synced(&g2).unwrap().status, "False");
+    assert!(
+        message(&g2).contains("no key could decrypt secret (b, c)"),
+        "items aggregate: {:?}",
+        message(&g2)
+    );
+    assert_eq!(transition(&g2), Some(t1.clone()), "False→False keeps it");
+
+    // Generation 3: right → False→True moves lastTransitionTime.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let right = seal_for(&cert, &ns, "app", &[("a", "STATUS-ok")], Scope::Strict);
+    modify(&api, "app", |s| s.spec = right.spec.clone()).await?;
+    let g3 = await_status(&api, "app", "True").await?;
+    assert_eq!(g3.metadata.generation, Some(3));
+    assert_eq!(g3.status.as_ref().unwrap().observed_generation, Some(3));
+    let t3 = transition(&g3).context("lastTransitionTime")?;
+    assert!(t3.0 > t1.0, "False→True changes it: {t1:?} → {t3:?}");
+    let event = await_event(env.admin(), &ns, "app", "Unsealed").await?;
+    check_event(&event, "Normal", "SealedSecret unsealed successfully");
+    assert_eq!(
+        event.note.as_deref(),
+        Some("SealedSecret unsealed successfully")
+    );
+
+    // Generation 4: True→True keeps it, observedGeneration follows.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let right = seal_for(&cert, &ns, "app", &[("a", "STATUS-ok2")], Scope::Strict);
+    modify(&api, "app", |s| s.spec = right.spec.clone()).await?;
+    env.await_secret("app", |s| {
+        data(s).get("a").map(String::as_str) == Some("STATUS-ok2")
+    })
+    .await?;
+    let g4 = await_status(&api, "app", "True").await?;
+    assert_eq!(g4.status.as_ref().unwrap().observed_generation, Some(4));
+    assert_eq!(transition(&g4), Some(t3), "True→True keeps it");
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &[
+            "STATUS-a",
+            "STATUS-b",
+            "STATUS-c",
+            "STATUS-ok",
+            "STATUS-ok2",
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the controller watches
+
+#[tokio::test]
+async fn label_selector_filters_sealed_secrets() -> Result<()> {
+    let env = Env::new("rc-labelsel").await?;
+    let controller = env
+        .start_controller(&["--label-selector", "keyseal.test/shard=a"])
+        .await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    for (name, shard) in [
+        ("none", None),
+        ("shard-b", Some("b")),
+        ("shard-a", Some("a")),
+    ] {
+        let mut ss = seal_for(&cert, &ns, name, &[("pw", "LABELSEL-v")], Scope::Strict);
+        if let Some(shard) = shard {
+            ss.metadata.labels = Some(strings(&[("keyseal.test/shard", shard)]));
+        }
+        env.create(&ss).await?;
+    }
+    env.await_secret("shard-a", |_| true).await?;
+    await_status(&api, "shard-a", "True").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for name in ["none", "shard-b"] {
+        assert!(
+            api.get(name).await?.status.is_none(),
+            "{name} is not handled"
+        );
+        assert!(env.secrets().get_opt(name).await?.is_none(), "{name}");
+    }
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["LABELSEL-v"]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn other_namespaces_are_ignored_without_all_namespaces() -> Result<()> {
+    let env = Env::new("rc-nsonly").await?;
+    let other = env.cluster.namespace("rc-nsonly2").await?;
+    // The harness always passes --all-namespaces=false; no --additional-namespaces here.
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+
+    let ss = seal_for(&cert, &ns, "app", &[("pw", "NSONLY-v")], Scope::ClusterWide);
+    let other_api = sealed_api(env.admin(), other.name());
+    other_api
+        .create(
+            &PostParams::default(),
+            &moved(ss.clone(), other.name(), "app"),
+        )
+        .await?;
+    env.create(&ss).await?;
+    env.await_secret("app", |_| true).await?;
+    await_status(&env.sealed_secrets(), "app", "True").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(other_api.get("app").await?.status.is_none());
+    let other_secrets: Api<Secret> = Api::namespaced(env.admin(), other.name());
+    assert!(other_secrets.get_opt("app").await?.is_none());
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns, other.name()],
+        &["NSONLY-v"],
+    )
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed input
+
+#[tokio::test]
+async fn a_malformed_sealed_secret_fails_without_harm() -> Result<()> {
+    let env = Env::new("rc-malformed").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    env.create(&seal_for(
+        &cert,
+        &ns,
+        "app",
+        &[("pw", "MALFORMED-ok")],
+        Scope::Strict,
+    ))
+    .await?;
+    env.await_secret("app", |_| true).await?;
+    await_status(&api, "app", "True").await?;
+
+    // An update that breaks it: the condition and an event say so; the Secret stays as it was.
+    modify(&api, "app", |s| {
+        s.spec.encrypted_data = strings(&[("pw", "!!! not base64 !!!")]);
+    })
+    .await?;
+    let ss = await_status(&api, "app", "False").await?;
+    assert!(
+        message(&ss).contains("illegal base64 data in encryptedData (pw)"),
+        "{:?}",
+        message(&ss)
+    );
+    let event = await_event(env.admin(), &ns, "app", "ErrUnsealFailed").await?;
+    check_event(
+        &event,
+        "Warning",
+        "illegal base64 data in encryptedData (pw)",
+    );
+    let secret = env.secrets().get("app").await?;
+    assert_eq!(pairs(&secret), expect(&[("pw", "MALFORMED-ok")]));
+
+    // A value that is not even a string (the CRD preserves unknown fields there).
+    let dynamic: Api<DynamicObject> =
+        Api::namespaced_with(env.admin(), &ns, &ApiResource::erase::<SealedSecret>(&()));
+    let raw: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "bitnami.com/v1alpha1",
+        "kind": "SealedSecret",
+        "metadata": {"name": "odd", "namespace": ns},
+        "spec": {"encryptedData": {"n": 42, "m": {"x": 1}}},
+    }))?;
+    dynamic.create(&PostParams::default(), &raw).await?;
+    let ss = await_status(&api, "odd", "False").await?;
+    assert!(
+        message(&ss).contains("(m, n)"),
+        "names the items: {:?}",
+        message(&ss)
+    );
+
+    // The controller is alive and still working.
+    let (code, _) = controller.get("/healthz").await?;
+    assert_eq!(code, 200);
+    env.create(&seal_for(
+        &cert,
+        &ns,
+        "after",
+        &[("pw", "MALFORMED-after")],
+        Scope::Strict,
+    ))
+    .await?;
+    env.await_secret("after", |_| true).await?;
+    assert!(env.secrets().get_opt("app").await?.is_some());
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["MALFORMED-ok", "MALFORMED-after"],
+    )
+    .await?;
+    Ok(())
+}
