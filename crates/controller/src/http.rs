@@ -229,8 +229,7 @@ async fn rotate(
 
 async fn metrics(State(state): State<HttpState>, method: Method) -> Response {
     let _ = method;
-    (state.refresh)();
-    let mut response = state.metrics.encode().into_response();
+    let mut response = state.metrics.scrape(&*state.refresh).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

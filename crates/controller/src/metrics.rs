@@ -1,7 +1,7 @@
 //! Prometheus metrics: upstream's names (prefix `sealed_secrets_controller_`) plus keyseal's key
 //! inventory. Labels are fixed strings, namespaces and names: never values or keys.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -67,6 +67,8 @@ pub struct KeyLabels {
 /// Every metric the controller exports.
 pub struct Metrics {
     registry: Registry,
+    /// One scrape at a time: the key inventory is rebuilt at each scrape.
+    scraping: Mutex<()>,
     /// Unseal attempts.
     pub unseal_requests: Counter,
     /// Failures by reason and namespace.
@@ -158,6 +160,7 @@ impl Metrics {
         }
         Arc::new(Self {
             registry,
+            scraping: Mutex::new(()),
             unseal_requests,
             unseal_errors,
             condition_info,
@@ -212,6 +215,16 @@ impl Metrics {
             condition: "Synced".into(),
         };
         self.condition_info.remove(&labels);
+    }
+
+    /// Refreshes the scrape-time gauges with `refresh` and encodes everything. The per-key
+    /// inventory is rebuilt from scratch, so a key that left the ring (deleted, relabelled
+    /// `compromised`) no longer shows up with its last count.
+    pub fn scrape(&self, refresh: &dyn Fn()) -> String {
+        let _one_at_a_time = self.scraping.lock().unwrap_or_else(|e| e.into_inner());
+        self.sealed_secrets_per_key.clear();
+        refresh();
+        self.encode()
     }
 
     /// The text exposition format.
