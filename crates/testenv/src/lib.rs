@@ -27,8 +27,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Namespace, Service, ServiceAccount,
-    ServicePort, ServiceSpec,
+    Container, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Namespace,
+    ObjectReference, Pod, PodSpec, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -167,6 +167,17 @@ impl Cluster {
     /// The administrator client.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// An administrator client that does not retry 429/503/504 answers. kube's default client
+    /// retries them up to 15 times with backoff (minutes in all), which hides a service-proxy
+    /// target that is down: use this one to assert on such failures.
+    pub async fn client_without_retry(&self) -> Result<Client> {
+        let mut config =
+            Config::from_custom_kubeconfig(self.kubeconfig.clone(), &KubeConfigOptions::default())
+                .await?;
+        config.default_retry = false;
+        Ok(Client::try_from(config)?)
     }
 
     /// Path of the administrator kubeconfig (when it is a single file), e.g. to hand to a CLI.
@@ -560,11 +571,15 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(50);
     loop {
-        let last_err = match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => None,
-            Err(e) => Some(e),
-        };
+        // A single attempt may not outlive the deadline (kube's own read timeout is minutes).
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let last_err =
+            match tokio::time::timeout(left.max(Duration::from_millis(100)), check()).await {
+                Ok(Ok(Some(v))) => return Ok(v),
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(anyhow!("an attempt was still running at the deadline")),
+            };
         if tokio::time::Instant::now() >= deadline {
             return Err(match last_err {
                 Some(e) => e.context(format!("timed out after {timeout:?} waiting for {what}")),
@@ -663,9 +678,14 @@ pub fn netns_port() -> Result<u16> {
     bail!("no free port found in {NETNS}")
 }
 
-/// Registers `NETNS_IP:port` behind a Service `name` in `namespace` (no selector, a manual
-/// Endpoints object: the API server's service proxy resolves through core/v1 Endpoints), so that
+/// Registers `NETNS_IP:port` behind a Service `name` in `namespace`, so that
 /// `/api/v1/namespaces/<namespace>/services/http:<name>:<port_name>/proxy/...` reaches it.
+///
+/// The API server's service proxy resolves through core/v1 Endpoints and only dials addresses
+/// whose `targetRef` is a Pod with that IP in its status. There is no kubelet, so this creates a
+/// Pod `<name>-netns` standing for the process in the network namespace (never scheduled, never
+/// run: its status — Running, podIP [`NETNS_IP`] — is written through the status subresource),
+/// a selector-less Service, and a manual Endpoints object pointing at the Pod.
 pub async fn expose_in_netns(
     client: &Client,
     namespace: &str,
@@ -675,6 +695,51 @@ pub async fn expose_in_netns(
 ) -> Result<Service> {
     let pp = PostParams::default();
     let port_name = (!port_name.is_empty()).then(|| port_name.to_string());
+
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let pod_name = format!("{name}-netns");
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name.clone()),
+            labels: Some(BTreeMap::from([("keyseal.test/netns".into(), name.into())])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "netns-process".into(),
+                image: Some("keyseal.invalid/netns-process".into()),
+                ..Default::default()
+            }],
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // The ServiceAccount admission plugin refuses Pods until the namespace's `default`
+    // ServiceAccount exists (created by the controller manager right after the namespace).
+    let pod = await_condition(
+        Duration::from_secs(30),
+        &format!("creating Pod {namespace}/{pod_name}"),
+        || {
+            let (pods, pod, pp) = (pods.clone(), pod.clone(), pp.clone());
+            async move { Ok(Some(pods.create(&pp, &pod).await?)) }
+        },
+    )
+    .await?;
+    let status = serde_json::json!({
+        "status": {
+            "phase": "Running",
+            "hostIP": HOST_IP,
+            "hostIPs": [{ "ip": HOST_IP }],
+            "podIP": NETNS_IP,
+            "podIPs": [{ "ip": NETNS_IP }],
+            "conditions": [{ "type": "Ready", "status": "True" }],
+        }
+    });
+    pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .with_context(|| format!("setting the status of Pod {namespace}/{pod_name}"))?;
+
     let svc = Service {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -703,6 +768,13 @@ pub async fn expose_in_netns(
         subsets: Some(vec![EndpointSubset {
             addresses: Some(vec![EndpointAddress {
                 ip: NETNS_IP.into(),
+                target_ref: Some(ObjectReference {
+                    kind: Some("Pod".into()),
+                    namespace: Some(namespace.into()),
+                    name: Some(pod_name.clone()),
+                    uid: pod.uid(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }]),
             ports: Some(vec![EndpointPort {

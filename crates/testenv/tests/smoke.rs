@@ -59,15 +59,17 @@ async fn crd_schema_is_enforced_by_the_api_server() -> Result<()> {
         .context("creating a valid SealedSecret")?;
     assert!(created.uid().is_some());
 
-    // encryptedData values must be strings, and encryptedData is required.
+    // Violations of the schema in crds/sealedsecret.yaml (whichever generator wrote it):
+    // spec is a required object, template.data maps to strings, template.immutable is a boolean.
     for (name, spec) in [
+        ("spec-not-object", serde_json::json!("sealed")),
         (
-            "wrong-type",
-            serde_json::json!({ "encryptedData": { "password": 42 } }),
+            "template-data-not-string",
+            serde_json::json!({ "encryptedData": {}, "template": { "data": { "k": 42 } } }),
         ),
         (
-            "missing",
-            serde_json::json!({ "template": { "type": "Opaque" } }),
+            "immutable-not-bool",
+            serde_json::json!({ "encryptedData": {}, "template": { "immutable": "yes" } }),
         ),
     ] {
         let err = api
@@ -76,6 +78,13 @@ async fn crd_schema_is_enforced_by_the_api_server() -> Result<()> {
             .expect_err("the API server must reject a SealedSecret violating the CRD schema");
         assert_eq!(api_error_code(&err), Some(422), "{name}: {err}");
     }
+    let mut no_spec = sealed_secret("no-spec", serde_json::json!({}))?;
+    no_spec.data = serde_json::json!({});
+    let err = api
+        .create(&PostParams::default(), &no_spec)
+        .await
+        .expect_err("spec is required");
+    assert_eq!(api_error_code(&err), Some(422), "no-spec: {err}");
     ns.delete().await
 }
 
@@ -209,11 +218,13 @@ async fn service_proxy_reaches_a_server_in_the_network_namespace() -> Result<()>
     server.wait_listening(port, Duration::from_secs(10)).await?;
     expose_in_netns(&cluster.client(), ns.name(), "web", "http", port).await?;
 
+    // Without kube's retries of 503: a dead target must fail at once, not after minutes.
+    let client = cluster.client_without_retry().await?;
     let body = await_condition(
         Duration::from_secs(10),
         "the service proxy to answer",
         || {
-            let client = cluster.client();
+            let client = client.clone();
             let ns = ns.name().to_owned();
             async move {
                 Ok(Some(
@@ -227,7 +238,12 @@ async fn service_proxy_reaches_a_server_in_the_network_namespace() -> Result<()>
 
     // Nothing behind the port: the proxy must fail, not answer from somewhere else.
     server.kill().await?;
-    let err = proxy_get(&cluster.client(), ns.name(), "http:web:http", "/").await;
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        proxy_get(&client, ns.name(), "http:web:http", "/"),
+    )
+    .await
+    .context("the proxy must fail promptly with no server behind it")?;
     ensure!(
         err.is_err(),
         "proxy answered with no server behind it: {err:?}"
