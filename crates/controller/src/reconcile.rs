@@ -177,6 +177,10 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
 
     match sync(&ss, &ctx, hint.as_deref()).await {
         Ok(used_key) => {
+            // Remembered only once the status is written: if that write fails (e.g. a conflict
+            // with a metadata-only change, which brings no new generation), the retry must not
+            // be skipped as "already synced".
+            write_status(&ss, &ctx, true, None, None).await?;
             ctx.synced.lock().expect("synced lock").insert(
                 key,
                 Synced {
@@ -184,7 +188,6 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
                     key: used_key,
                 },
             );
-            write_status(&ss, &ctx, true, None, None).await?;
             ctx.metrics.condition(&ns, &name, Some(true));
             ctx.events.unsealed(&ss).await;
             tracing::info!(namespace = %ns, name = %name, "unsealed");
