@@ -330,7 +330,7 @@ async fn write_secret(
     // As upstream: the patch annotation on the existing Secret decides, whether or not it is
     // already controlled (a patch + managed Secret is owned after the first sync and must keep
     // being merged into, not replaced).
-    let next = if patch {
+    let mut next = if patch {
         let mut merged = existing.clone();
         let data = merged.data.get_or_insert_with(BTreeMap::new);
         data.extend(desired.data.clone().unwrap_or_default());
@@ -349,23 +349,20 @@ async fn write_secret(
         replaced.metadata.resource_version = existing.metadata.resource_version.clone();
         replaced
     };
+    let same_content = same_data_and_type(&existing, &next);
+    let same_metadata = same_metadata(&existing, &next);
     if existing.immutable == Some(true) {
-        if existing.data == next.data && existing.type_ == next.type_ {
-            if existing.metadata.labels == next.metadata.labels
-                && existing.metadata.annotations == next.metadata.annotations
-                && existing.metadata.owner_references == next.metadata.owner_references
-            {
-                return Ok(());
-            }
-        } else {
+        if !same_content {
             return Err(ReconcileError::Immutable);
         }
-    }
-    if existing.data == next.data
-        && existing.type_ == next.type_
-        && existing.metadata.labels == next.metadata.labels
-        && existing.metadata.annotations == next.metadata.annotations
-        && existing.metadata.owner_references == next.metadata.owner_references
+        if same_metadata {
+            return Ok(());
+        }
+        // Labels and annotations may still change; `immutable` itself cannot be unset.
+        next.immutable = Some(true);
+    } else if same_content
+        && same_metadata
+        && existing.immutable.unwrap_or(false) == next.immutable.unwrap_or(false)
     {
         return Ok(()); // nothing to write
     }
@@ -373,6 +370,33 @@ async fn write_secret(
         .await
         .map_err(classify)?;
     Ok(())
+}
+
+/// Data and type as the API server stores them: an empty map is absent, no type is `Opaque`.
+fn same_data_and_type(existing: &Secret, next: &Secret) -> bool {
+    fn data(s: &Secret) -> Option<&BTreeMap<String, k8s_openapi::ByteString>> {
+        s.data.as_ref().filter(|d| !d.is_empty())
+    }
+    fn type_(s: &Secret) -> &str {
+        s.type_
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .unwrap_or("Opaque")
+    }
+    data(existing) == data(next) && type_(existing) == type_(next)
+}
+
+/// Labels, annotations and ownerReferences, an empty map or list being the same as none.
+fn same_metadata(existing: &Secret, next: &Secret) -> bool {
+    fn map(m: Option<&BTreeMap<String, String>>) -> Option<&BTreeMap<String, String>> {
+        m.filter(|m| !m.is_empty())
+    }
+    fn owners(s: &Secret) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference] {
+        s.metadata.owner_references.as_deref().unwrap_or_default()
+    }
+    map(existing.metadata.labels.as_ref()) == map(next.metadata.labels.as_ref())
+        && map(existing.metadata.annotations.as_ref()) == map(next.metadata.annotations.as_ref())
+        && owners(existing) == owners(next)
 }
 
 /// Writes the Synced condition (unless --update-status=false), only when something other than
