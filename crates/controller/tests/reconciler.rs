@@ -1394,3 +1394,188 @@ async fn a_malformed_sealed_secret_fails_without_harm() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn template_immutable_applies_on_update_with_unchanged_data() -> Result<()> {
+    let env = Env::new("rc-immutflip").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    env.create(&seal_for(
+        &cert,
+        &ns,
+        "app",
+        &[("pw", "FLIP-v")],
+        Scope::Strict,
+    ))
+    .await?;
+    let secret = env.await_secret("app", |_| true).await?;
+    assert_eq!(secret.immutable, None);
+    await_status(&api, "app", "True").await?;
+
+    // Same value, now immutable: only the template's `immutable` changes.
+    let mut plain = plain_secret(&ns, "app", &[("pw", "FLIP-v")], Scope::Strict);
+    plain.immutable = Some(true);
+    let next = keyseal_api::seal_secret(&plain, cert.public_key())?;
+    modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
+    await_status(&api, "app", "True").await?;
+    let secret = env
+        .await_secret("app", |s| s.immutable == Some(true))
+        .await?;
+    assert_eq!(pairs(&secret), expect(&[("pw", "FLIP-v")]));
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["FLIP-v"]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_secret_the_api_server_rejects_fails_without_leaking() -> Result<()> {
+    let env = Env::new("rc-rejected").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    // Not JSON, so kubernetes.io/dockerconfigjson validation refuses the Secret.
+    let mut plain = plain_secret(
+        &ns,
+        "app",
+        &[(".dockerconfigjson", "REJECTED-not-json")],
+        Scope::Strict,
+    );
+    plain.type_ = Some("kubernetes.io/dockerconfigjson".into());
+    env.create(&keyseal_api::seal_secret(&plain, cert.public_key())?)
+        .await?;
+    let ss = await_status(&api, "app", "False").await?;
+    assert!(
+        message(&ss).contains(".dockerconfigjson"),
+        "{:?}",
+        message(&ss)
+    );
+    let event = await_event(env.admin(), &ns, "app", "ErrUpdateFailed").await?;
+    check_event(&event, "Warning", ".dockerconfigjson");
+    assert!(env.secrets().get_opt("app").await?.is_none());
+    // Permanent: not retried.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let errors = |text: &str| {
+        metric(
+            text,
+            "sealed_secrets_controller_unseal_errors_total",
+            &["reason=\"update\"", &format!("namespace=\"{ns}\"")],
+        )
+    };
+    let before = errors(&controller.scrape().await?);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(before, errors(&controller.scrape().await?));
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["REJECTED-not-json"]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_is_written_when_the_sealed_secret_changes_during_the_unseal() -> Result<()> {
+    let env = Env::new("rc-race").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    // Metadata-only writes (no new generation) right after the create, so that the controller's
+    // status write races them and may hit a conflict; the status must still be written.
+    for i in 0..5 {
+        let name = format!("app{i}");
+        env.create(&seal_for(
+            &cert,
+            &ns,
+            &name,
+            &[("pw", "RACE-v")],
+            Scope::Strict,
+        ))
+        .await?;
+        for j in 0..15 {
+            let patch = serde_json::json!({"metadata": {"labels": {"touch": j.to_string()}}});
+            api.patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await?;
+        }
+    }
+    for i in 0..5 {
+        let name = format!("app{i}");
+        env.await_secret(&name, |_| true).await?;
+        await_status(&api, &name, "True").await?;
+    }
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["RACE-v"]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_immutable_secret_takes_metadata_changes_and_survives_a_restart() -> Result<()> {
+    let env = Env::new("rc-immutmeta").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    // No type in the template: the API server stores `Opaque`.
+    let sealed = |labels: &[(&str, &str)]| {
+        let mut plain = plain_secret(&ns, "app", &[("pw", "IMMETA-v")], Scope::Strict);
+        plain.immutable = Some(true);
+        plain.metadata.labels = Some(strings(labels));
+        keyseal_api::seal_secret(&plain, cert.public_key()).expect("seals")
+    };
+    env.create(&sealed(&[("v", "1")])).await?;
+    env.await_secret("app", |s| s.immutable == Some(true))
+        .await?;
+    await_status(&api, "app", "True").await?;
+
+    // Same data, new label: allowed on an immutable Secret.
+    let next = sealed(&[("v", "2")]);
+    modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
+    let ss = await_status(&api, "app", "True").await?;
+    assert_eq!(ss.metadata.generation, Some(2));
+    let secret = env
+        .await_secret("app", |s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("v"))
+                .map(String::as_str)
+                == Some("2")
+        })
+        .await?;
+    assert_eq!(pairs(&secret), expect(&[("pw", "IMMETA-v")]));
+
+    // A restart unseals everything once more: nothing changed, so it stays Synced=True.
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["IMMETA-v"]).await?;
+    controller.stop().await?;
+    let controller = env.start_controller(&[]).await?;
+    await_condition(WAIT, "the restarted controller unsealed again", || async {
+        Ok((metric(
+            &controller.scrape().await?,
+            "sealed_secrets_controller_unseal_requests_total",
+            &[],
+        ) >= 1.0)
+            .then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ss = api.get("app").await?;
+    assert_eq!(
+        synced(&ss).map(|c| c.status.as_str()),
+        Some("True"),
+        "{:?}",
+        message(&ss)
+    );
+    assert!(
+        events_about(env.admin(), &ns, "app")
+            .await?
+            .iter()
+            .all(|e| e.type_.as_deref() != Some("Warning")),
+        "no warning events"
+    );
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["IMMETA-v"]).await?;
+    Ok(())
+}
