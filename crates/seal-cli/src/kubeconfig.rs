@@ -51,6 +51,10 @@ pub async fn client(args: &KubeArgs) -> Result<kube::Client> {
                 .hint("set KUBECONFIG or --kubeconfig, or seal offline with --cert")
         })?,
     };
+    // A CLI reports a failure at once instead of retrying a 503 from a stopped controller behind
+    // the service proxy for minutes; a request is bounded unless --request-timeout says otherwise.
+    config.default_retry = false;
+    config.read_timeout = Some(std::time::Duration::from_secs(30));
     if let Some(server) = &args.server {
         config.cluster_url = server
             .parse()
