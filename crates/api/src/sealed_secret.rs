@@ -136,7 +136,14 @@ fn legacy_data_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 fn template_data_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({ "type": "object", "nullable": true, "additionalProperties": { "type": "string" } })
+    json_schema!({
+        "type": "object",
+        "nullable": true,
+        // Nullable values, so `item: null` reaches the controller (which then drops the item)
+        // instead of being pruned by the API server. Upstream's CRD lacks this, so there the
+        // documented `null` never works; this only widens what the schema accepts.
+        "additionalProperties": { "type": "string", "nullable": true }
+    })
 }
 
 fn template_metadata_schema(_: &mut SchemaGenerator) -> Schema {

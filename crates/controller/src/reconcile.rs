@@ -27,14 +27,17 @@ use crate::flags::Flags;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 
-/// What the controller remembers about a SealedSecret it synced (in memory only: after a restart
+/// What the controller remembers about a SealedSecret it handled (in memory only: after a restart
 /// everything is unsealed once, as upstream does).
 #[derive(Clone, Debug, Default)]
 struct Synced {
-    /// Generation and scope that were unsealed; a change to either means unseal again.
+    /// Generation and scope that were handled; a change to either means unseal again.
     inputs: String,
     /// Fingerprint of the key that opened it, tried first next time.
     key: Option<String>,
+    /// The last attempt failed permanently; retried when the inputs or the keys change (not when
+    /// our own status write comes back as a watch event).
+    failed: bool,
 }
 
 /// Shared by every reconcile.
@@ -74,6 +77,14 @@ impl Context {
         })
     }
 
+    /// Forgets permanent failures, so a newly loaded key gets its chance.
+    fn clear_failures(&self) {
+        self.synced
+            .lock()
+            .expect("synced lock")
+            .retain(|_, s| !s.failed);
+    }
+
     fn forget(&self, key: &str) {
         self.synced.lock().expect("synced lock").remove(key);
     }
@@ -81,7 +92,13 @@ impl Context {
     /// How many synced SealedSecrets each key opened (for the inventory metric).
     pub fn per_key_counts(&self) -> BTreeMap<String, i64> {
         let mut counts = BTreeMap::new();
-        for s in self.synced.lock().expect("synced lock").values() {
+        for s in self
+            .synced
+            .lock()
+            .expect("synced lock")
+            .values()
+            .filter(|s| !s.failed)
+        {
             if let Some(k) = &s.key {
                 *counts.entry(k.clone()).or_insert(0) += 1;
             }
@@ -169,7 +186,7 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
     let hint = {
         let synced = ctx.synced.lock().expect("synced lock");
         match synced.get(&key) {
-            Some(s) if s.inputs == inputs => return Ok(Action::await_change()),
+            Some(s) if s.inputs == inputs => return Ok(Action::await_change()), // synced, or failed for good
             Some(s) => s.key.clone(),
             None => None,
         }
@@ -186,6 +203,7 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
                 Synced {
                     inputs,
                     key: used_key,
+                    failed: false,
                 },
             );
             ctx.metrics.condition(&ns, &name, Some(true));
@@ -212,6 +230,14 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
                 _ => "UpdateFailed",
             };
             write_status(&ss, &ctx, false, Some(&message), Some(reason)).await?;
+            ctx.synced.lock().expect("synced lock").insert(
+                key,
+                Synced {
+                    inputs,
+                    key: hint,
+                    failed: true,
+                },
+            );
             ctx.metrics.condition(&ns, &name, Some(false));
             Ok(Action::await_change())
         }
@@ -219,11 +245,16 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// Backoff for transient errors: 1 s doubling to 5 min, per object.
-pub fn error_policy(ss: Arc<SealedSecret>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    let attempt = RETRIES.with_attempt(&object_key(
-        &ss.namespace().unwrap_or_default(),
-        &ss.name_any(),
-    ));
+/// After `--max-unseal-retries` attempts the object waits for its next change (or a key change),
+/// as upstream's work queue forgets it.
+pub fn error_policy(ss: Arc<SealedSecret>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = object_key(&ss.namespace().unwrap_or_default(), &ss.name_any());
+    let attempt = RETRIES.with_attempt(&key);
+    if attempt > ctx.flags.max_unseal_retries {
+        RETRIES.reset(&key);
+        tracing::warn!(object = %key, error = %error, retries = ctx.flags.max_unseal_retries, "giving up until the SealedSecret or the keys change");
+        return Action::await_change();
+    }
     tracing::debug!(error = %error, attempt, "requeue");
     Action::requeue(Duration::from_secs(1u64 << attempt.min(8)).min(Duration::from_secs(300)))
 }
@@ -511,7 +542,9 @@ pub async fn run(
         } else {
             watcher::Config::default().labels(&selector)
         };
-        let key_changes = tokio_stream_from_watch(ctx.ring.subscribe());
+        let clear_ctx = ctx.clone();
+        let key_changes =
+            tokio_stream_from_watch(ctx.ring.subscribe()).map(move |()| clear_ctx.clear_failures());
         let stop = stop.clone();
         let mut controller = Controller::new(sealed, config).with_config(
             kube::runtime::controller::Config::default()

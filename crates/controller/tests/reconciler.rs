@@ -1026,9 +1026,6 @@ async fn template_data_is_rendered_with_the_decrypted_items() -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "the CRD's template.data values are not nullable (as in upstream's CRD), so the API \
-            server prunes a null entry before the controller sees it; needs a decision on \
-            crates/api/src/sealed_secret.rs"]
 async fn a_null_template_entry_drops_an_item() -> Result<()> {
     let env = Env::new("rc-tmplnull").await?;
     let controller = env.start_controller(&[]).await?;

@@ -1,7 +1,6 @@
 //! Runs the real `keyseal` binary in a temporary directory with a controlled environment.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -135,12 +134,7 @@ impl Env {
         }
         cmd.envs(self.vars.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("binary runs");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        write_stdin(&mut child, stdin.as_bytes());
         let out = child.wait_with_output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
@@ -198,4 +192,17 @@ pub fn fixture(name: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     path
+}
+
+/// Feeds stdin; a program that exits without reading it (an early error, or `-f FILE`) closes the
+/// pipe, which is not a test failure.
+fn write_stdin(child: &mut std::process::Child, bytes: &[u8]) {
+    use std::io::Write;
+    if let Err(e) = child.stdin.take().expect("piped stdin").write_all(bytes) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing stdin: {e}"
+        );
+    }
 }
