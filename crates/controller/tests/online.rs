@@ -17,7 +17,6 @@ struct Run {
 }
 
 fn run(program: &Path, kubeconfig: &Path, dir: &Path, args: &[&str], stdin: &[u8]) -> Run {
-    use std::io::Write;
     let mut child = Command::new(program)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
