@@ -50,11 +50,11 @@ pub struct RouteLabels {
     pub method: String,
 }
 
-/// `version`.
+/// `revision`, upstream's label name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
-    /// keyseal version.
-    pub version: String,
+    /// keyseal version (upstream puts its git revision here).
+    pub revision: String,
 }
 
 /// `fingerprint`.
@@ -149,7 +149,7 @@ impl Metrics {
         );
         build_info
             .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").into(),
+                revision: env!("CARGO_PKG_VERSION").into(),
             })
             .set(1);
         for reason in ["fetch", "unseal", "update", "unmanaged", "status"] {

@@ -990,8 +990,10 @@ async fn metrics_have_upstreams_names_and_sensible_values() -> Result<()> {
         );
     }
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("sealed_secrets_controller_build_info{") && l.ends_with(" 1")),
+        text.lines().any(
+            |l| l.starts_with("sealed_secrets_controller_build_info{revision=\"")
+                && l.ends_with(" 1")
+        ),
         "build_info"
     );
 
