@@ -53,6 +53,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     synced: Mutex<HashMap<String, Synced>>,
+    retries: Retries,
     rsa: Arc<Semaphore>,
 }
 
@@ -73,6 +74,7 @@ impl Context {
             events,
             metrics,
             synced: Mutex::default(),
+            retries: Retries::default(),
             rsa: Arc::new(Semaphore::new(cpus)),
         })
     }
@@ -249,9 +251,9 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
 /// as upstream's work queue forgets it.
 pub fn error_policy(ss: Arc<SealedSecret>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = object_key(&ss.namespace().unwrap_or_default(), &ss.name_any());
-    let attempt = RETRIES.with_attempt(&key);
+    let attempt = ctx.retries.with_attempt(&key);
     if attempt > ctx.flags.max_unseal_retries {
-        RETRIES.reset(&key);
+        ctx.retries.reset(&key);
         tracing::warn!(object = %key, error = %error, retries = ctx.flags.max_unseal_retries, "giving up until the SealedSecret or the keys change");
         return Action::await_change();
     }
@@ -259,10 +261,9 @@ pub fn error_policy(ss: Arc<SealedSecret>, error: &ReconcileError, ctx: Arc<Cont
     Action::requeue(Duration::from_secs(1u64 << attempt.min(8)).min(Duration::from_secs(300)))
 }
 
-/// Per-object retry counters for the backoff.
+/// Per-object counters of consecutive transient failures, for the backoff and the retry limit.
+#[derive(Default)]
 struct Retries(Mutex<HashMap<String, u32>>);
-static RETRIES: std::sync::LazyLock<Retries> =
-    std::sync::LazyLock::new(|| Retries(Mutex::default()));
 impl Retries {
     fn with_attempt(&self, key: &str) -> u32 {
         let mut map = self.0.lock().expect("retries lock");
@@ -311,7 +312,7 @@ async fn sync(
         .max_by_key(|i| **i)
         .map(|i| keys[*i].fingerprint.clone());
     write_secret(ss, ctx, unsealed.secret).await?;
-    RETRIES.reset(&object_key(
+    ctx.retries.reset(&object_key(
         &ss.namespace().unwrap_or_default(),
         &ss.name_any(),
     ));
