@@ -162,30 +162,54 @@ fn parse_body(body: &Bytes) -> Result<SealedSecret, Box<Response>> {
     Ok(all.remove(0))
 }
 
+/// The common front of the decryption-oracle endpoints: the per-client, per-path rate limit,
+/// then the body as one SealedSecret.
+fn oracle_request(
+    state: &HttpState,
+    peer: SocketAddr,
+    path: &'static str,
+    body: &Bytes,
+) -> Result<SealedSecret, Box<Response>> {
+    if !state.limiter.allow(peer.ip(), path) {
+        return Err(Box::new(
+            (StatusCode::TOO_MANY_REQUESTS, "limit exceeded").into_response(),
+        ));
+    }
+    parse_body(body)
+}
+
+/// Runs RSA work with every loaded private key off the async workers.
+async fn with_private_keys<T: Send + 'static>(
+    keys: crate::keys::Keys,
+    work: impl FnOnce(&[&keyseal_crypto::PrivateKey]) -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&keyseal_crypto::PrivateKey> = keys.iter().map(|k| &k.key).collect();
+        work(&refs)
+    })
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 async fn verify(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Response {
-    // The endpoint is a decryption oracle: rate-limited per client, templates never rendered.
-    if !state.limiter.allow(peer.ip(), "/v1/verify") {
-        return (StatusCode::TOO_MANY_REQUESTS, "limit exceeded").into_response();
-    }
-    let ss = match parse_body(&body) {
+    // A decryption oracle: rate-limited per client, templates never rendered.
+    let ss = match oracle_request(&state, peer, "/v1/verify", &body) {
         Ok(ss) => ss,
         Err(r) => return *r,
     };
-    let keys = state.ring.keys();
     let accept = state.accept_v1_data;
-    let result = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&keyseal_crypto::PrivateKey> = keys.iter().map(|k| &k.key).collect();
-        keyseal_api::verify(&ss, &refs, accept)
+    match with_private_keys(state.ring.keys(), move |keys| {
+        keyseal_api::verify(&ss, keys, accept)
     })
-    .await;
-    match result {
+    .await
+    {
         Ok(Ok(())) => StatusCode::OK.into_response(),
         Ok(Err(_)) => (StatusCode::CONFLICT, "no key could decrypt secret").into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(r) => r,
     }
 }
 
@@ -195,10 +219,7 @@ async fn rotate(
     body: Bytes,
 ) -> Response {
     // 200 or 409 tells whether the body decrypts: the same oracle as /v1/verify, limited alike.
-    if !state.limiter.allow(peer.ip(), "/v1/rotate") {
-        return (StatusCode::TOO_MANY_REQUESTS, "limit exceeded").into_response();
-    }
-    let ss = match parse_body(&body) {
+    let ss = match oracle_request(&state, peer, "/v1/rotate", &body) {
         Ok(ss) => ss,
         Err(r) => return *r,
     };
@@ -206,9 +227,8 @@ async fn rotate(
     let Some(newest) = keys.first().cloned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no sealing key loaded yet").into_response();
     };
-    let result = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&keyseal_crypto::PrivateKey> = keys.iter().map(|k| &k.key).collect();
-        keyseal_api::reseal(&ss, &refs, newest.certificate.public_key())
+    let result = with_private_keys(keys, move |keys| {
+        keyseal_api::reseal(&ss, keys, newest.certificate.public_key())
     })
     .await;
     match result {
@@ -223,7 +243,7 @@ async fn rotate(
             response
         }
         Ok(Err(e)) => (StatusCode::CONFLICT, e.to_string()).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(r) => r,
     }
 }
 
