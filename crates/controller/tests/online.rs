@@ -26,7 +26,7 @@ fn run(program: &Path, kubeconfig: &Path, dir: &Path, args: &[&str], stdin: &[u8
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("runs");
-    write_stdin(&mut child, stdin);
+    keyseal_testenv::write_stdin(&mut child, stdin);
     let out = child.wait_with_output().unwrap();
     Run {
         ok: out.status.success(),
@@ -141,17 +141,4 @@ async fn keyseal_online_modes_against_upstream_controller() -> anyhow::Result<()
     online_modes(&env, &Env::keyseal_cli()?, &cert)
         .await
         .map_err(|e| e.context(upstream.logs()))
-}
-
-/// Feeds stdin; a program that exits without reading it (an early error, or `-f FILE`) closes the
-/// pipe, which is not a test failure.
-fn write_stdin(child: &mut std::process::Child, bytes: &[u8]) {
-    use std::io::Write;
-    if let Err(e) = child.stdin.take().expect("piped stdin").write_all(bytes) {
-        assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::BrokenPipe,
-            "writing stdin: {e}"
-        );
-    }
 }

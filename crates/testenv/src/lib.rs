@@ -835,3 +835,16 @@ pub async fn proxy_get(
         .await
         .with_context(|| format!("GET {uri}"))
 }
+
+/// Feeds `bytes` to a child's piped stdin. A program that exits without reading it (an early
+/// error, or input taken from `-f FILE`) closes the pipe; that is not a test failure.
+pub fn write_stdin(child: &mut std::process::Child, bytes: &[u8]) {
+    use std::io::Write;
+    if let Err(e) = child.stdin.take().expect("piped stdin").write_all(bytes) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing stdin: {e}"
+        );
+    }
+}

@@ -134,7 +134,7 @@ impl Env {
         }
         cmd.envs(self.vars.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("binary runs");
-        write_stdin(&mut child, stdin.as_bytes());
+        keyseal_testenv::write_stdin(&mut child, stdin.as_bytes());
         let out = child.wait_with_output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
@@ -192,17 +192,4 @@ pub fn fixture(name: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     path
-}
-
-/// Feeds stdin; a program that exits without reading it (an early error, or `-f FILE`) closes the
-/// pipe, which is not a test failure.
-fn write_stdin(child: &mut std::process::Child, bytes: &[u8]) {
-    use std::io::Write;
-    if let Err(e) = child.stdin.take().expect("piped stdin").write_all(bytes) {
-        assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::BrokenPipe,
-            "writing stdin: {e}"
-        );
-    }
 }
