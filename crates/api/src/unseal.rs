@@ -117,14 +117,19 @@ fn open_items(
     let label = label_of(ss);
     let (mut plain, mut indices) = (BTreeMap::new(), BTreeMap::new());
     let (mut bad_base64, mut undecryptable) = (Vec::new(), Vec::new());
+    // Items of one SealedSecret are almost always sealed with the same key: once an item opens,
+    // its key is tried first for the rest (indices reported are into `keys` as given).
+    let mut order: Vec<usize> = (0..keys.len()).collect();
     for (item, value) in &ss.spec.encrypted_data {
         let Ok(bytes) = decode_base64(value) else {
             bad_base64.push(item.clone());
             continue;
         };
-        match open(keys.iter().copied(), &label, &bytes) {
+        match open(order.iter().map(|&i| keys[i]), &label, &bytes) {
             Ok(opened) => {
-                indices.insert(item.clone(), opened.key_index);
+                let index = order.remove(opened.key_index);
+                order.insert(0, index);
+                indices.insert(item.clone(), index);
                 plain.insert(item.clone(), opened.plaintext.to_vec());
             }
             Err(_) => undecryptable.push(item.clone()),

@@ -377,3 +377,24 @@ fn sealed_secret_json_round_trips_and_tolerates_bad_encrypted_data() {
     let e = unseal(&odd, &[key()], UnsealOptions::default()).unwrap_err();
     assert_eq!(e.to_string(), "no key could decrypt secret (a)");
 }
+
+#[test]
+fn key_indices_refer_to_the_keys_as_given_across_items() {
+    // Several items sealed with the third of three keys: every item reports index 2, whatever
+    // order the keys were tried in internally.
+    let (a, b) = (
+        PrivateKey::generate(2048).unwrap(),
+        PrivateKey::generate(2048).unwrap(),
+    );
+    let mut s = secret(
+        "kind: Secret\nmetadata: {name: app, namespace: ns}\nstringData: {one: '1', two: '2', three: '3'}\n",
+    );
+    s.metadata.annotations = None;
+    let ss = seal_secret(&s, key().public_key()).unwrap();
+    let out = unseal(&ss, &[&a, &b, key()], UnsealOptions::default()).unwrap();
+    assert_eq!(
+        out.key_indices.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2]
+    );
+    assert_eq!(data(&out.secret)["three"], "3");
+}

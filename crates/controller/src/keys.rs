@@ -75,19 +75,24 @@ impl KeyRing {
         self.keys().first().cloned()
     }
 
-    /// Keys in the order to try for a value last opened by `hint`: that key first, then newest
-    /// first. With a correct hint, unsealing costs one RSA operation however many keys exist.
-    pub fn ordered_for(&self, hint: Option<&str>) -> Vec<Arc<KeyEntry>> {
-        let keys = self.keys();
-        let mut out: Vec<Arc<KeyEntry>> = Vec::with_capacity(keys.len());
-        if let Some(h) = hint {
-            out.extend(keys.iter().filter(|k| k.fingerprint == h).cloned());
-        }
-        out.extend(
-            keys.iter()
-                .filter(|k| Some(k.fingerprint.as_str()) != hint)
-                .cloned(),
-        );
+    /// Keys in the order to try: the key that last opened this SealedSecret (`hint`), then the
+    /// keys that have opened the most SealedSecrets so far (`uses`), newest first among equals.
+    /// With a hint, unsealing costs one RSA operation however many keys exist; without one (a
+    /// cold start) the first success makes that key the first try for the rest.
+    pub fn ordered_for(
+        &self,
+        hint: Option<&str>,
+        uses: &std::collections::HashMap<String, u64>,
+    ) -> Vec<Arc<KeyEntry>> {
+        let mut out: Vec<Arc<KeyEntry>> = self.keys().iter().cloned().collect();
+        // Stable: keys arrive newest first, and stay so among equally used ones.
+        out.sort_by_key(|k| {
+            let is_hint = Some(k.fingerprint.as_str()) == hint;
+            (
+                !is_hint,
+                std::cmp::Reverse(uses.get(&k.fingerprint).copied().unwrap_or(0)),
+            )
+        });
         out
     }
 
@@ -390,5 +395,67 @@ pub async fn manage_keys(
             }
             _ = changes.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn entry(name: &str, days_old: u64) -> KeyEntry {
+        let key = PrivateKey::generate(2048).unwrap();
+        let params = CertificateParams {
+            common_name: String::new(),
+            not_before: SystemTime::now() - Duration::from_secs(days_old * 86_400),
+            validity: Duration::from_secs(365 * 86_400),
+        };
+        let certificate = self_signed_certificate(&key, &params, &mut SystemRng).unwrap();
+        KeyEntry {
+            secret_name: name.into(),
+            fingerprint: key.public_key().fingerprint(),
+            created: certificate.not_before(),
+            key,
+            certificate,
+        }
+    }
+
+    #[test]
+    fn keys_are_tried_hint_first_then_by_use_then_newest_first() {
+        let ring = KeyRing::new(KeyOrder::CertNotBefore);
+        ring.replace(vec![entry("old", 30), entry("mid", 20), entry("new", 10)]);
+        let names = |keys: Vec<Arc<KeyEntry>>| {
+            keys.iter()
+                .map(|k| k.secret_name.clone())
+                .collect::<Vec<_>>()
+        };
+        let fp = |name: &str| {
+            ring.keys()
+                .iter()
+                .find(|k| k.secret_name == name)
+                .unwrap()
+                .fingerprint
+                .clone()
+        };
+        let none = HashMap::new();
+        assert_eq!(
+            names(ring.ordered_for(None, &none)),
+            ["new", "mid", "old"],
+            "newest first"
+        );
+        assert_eq!(ring.newest().unwrap().secret_name, "new");
+        let uses = HashMap::from([(fp("old"), 5), (fp("mid"), 1)]);
+        assert_eq!(
+            names(ring.ordered_for(None, &uses)),
+            ["old", "mid", "new"],
+            "most used first"
+        );
+        assert_eq!(
+            names(ring.ordered_for(Some(&fp("new")), &uses)),
+            ["new", "old", "mid"],
+            "the hint beats use"
+        );
     }
 }

@@ -54,6 +54,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     synced: Mutex<HashMap<String, Synced>>,
     retries: Retries,
+    /// How many SealedSecrets each key (by fingerprint) has opened: the order to try keys in
+    /// when there is no per-object hint.
+    key_uses: Mutex<HashMap<String, u64>>,
     rsa: Arc<Semaphore>,
 }
 
@@ -75,6 +78,7 @@ impl Context {
             metrics,
             synced: Mutex::default(),
             retries: Retries::default(),
+            key_uses: Mutex::default(),
             rsa: Arc::new(Semaphore::new(cpus)),
         })
     }
@@ -282,7 +286,10 @@ async fn sync(
     ctx: &Context,
     hint: Option<&str>,
 ) -> Result<Option<String>, ReconcileError> {
-    let keys = ctx.ring.ordered_for(hint);
+    let keys = {
+        let uses = ctx.key_uses.lock().expect("key uses lock");
+        ctx.ring.ordered_for(hint, &uses)
+    };
     if keys.is_empty() {
         return Err(ReconcileError::NoKeys);
     }
@@ -306,11 +313,22 @@ async fn sync(
     })
     .await
     .expect("unseal task")?;
-    let used_key = unsealed
-        .key_indices
-        .values()
-        .max_by_key(|i| **i)
-        .map(|i| keys[*i].fingerprint.clone());
+    // The key that opened most items (normally all of them).
+    let mut tally: HashMap<usize, usize> = HashMap::new();
+    for index in unsealed.key_indices.values() {
+        *tally.entry(*index).or_default() += 1;
+    }
+    let used_key = tally
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(i, _)| keys[i].fingerprint.clone());
+    if let Some(fingerprint) = &used_key {
+        *ctx.key_uses
+            .lock()
+            .expect("key uses lock")
+            .entry(fingerprint.clone())
+            .or_default() += 1;
+    }
     write_secret(ss, ctx, unsealed.secret).await?;
     ctx.retries.reset(&object_key(
         &ss.namespace().unwrap_or_default(),
