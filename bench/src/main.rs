@@ -1,11 +1,13 @@
 //! `keyseal-bench`: prints keyseal's performance figures, each next to a reference measured in
-//! the same run (OpenSSL for the RSA primitives, upstream `kubeseal` for the CLI), as a ratio.
+//! the same run (OpenSSL for the RSA primitives, upstream `kubeseal` for the CLI, the upstream
+//! controller for keyseal-controller), as a ratio.
 //!
 //! Figures from a shared, noisy machine only mean something relative to a reference taken
 //! minutes apart on the same cores, which is why nothing here is a test and nothing asserts a
 //! timing.
 
 mod cli;
+mod controller;
 mod crypto;
 mod openssl;
 mod stats;
@@ -13,7 +15,8 @@ mod stats;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Benchmarks keyseal against OpenSSL and upstream kubeseal; run with `--release`.
 #[derive(Debug, Parser)]
@@ -29,7 +32,10 @@ enum Command {
     Crypto(CryptoArgs),
     /// Wall time of one cold `keyseal --cert` process next to upstream `kubeseal --cert`.
     Cli(CliArgs),
-    /// Both `crypto` and `cli`, in that order.
+    /// keyseal-controller next to the upstream controller (defaults, and QPS/burst raised) on
+    /// the local control plane: time to unseal, and peak RSS. Needs `scripts/cluster up`.
+    Controller(ControllerArgs),
+    /// Both `crypto` and `cli`, in that order (not `controller`: it needs a cluster and minutes).
     All {
         #[command(flatten)]
         crypto: CryptoArgs,
@@ -65,11 +71,61 @@ pub struct CliArgs {
     pub kubeseal: Option<PathBuf>,
 }
 
+/// Which of the 12 keys seals the SealedSecrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SealingKey {
+    /// The key with the oldest certificate: keyseal's newest-first order tries it last.
+    Oldest,
+    /// The newest key, the one `kubeseal --fetch-cert` hands out.
+    Newest,
+}
+
+/// Flags of the `controller` benchmark.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// The keyseal-controller binary [default: $CARGO_TARGET_DIR or <workspace>/target, then
+    /// release/keyseal-controller; build it with `cargo build --release -p keyseal-controller`].
+    #[arg(long, value_name = "PATH")]
+    pub controller: Option<PathBuf>,
+    /// The upstream controller binary [default: the one `scripts/fixtures` builds].
+    #[arg(long, value_name = "PATH")]
+    pub upstream: Option<PathBuf>,
+    /// SealedSecrets to unseal in the 1-key and 12-key scenarios [default: 1000; --quick: 200].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub count: Option<usize>,
+    /// SealedSecrets in the memory scenario [default: 10000; --quick: 2000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub memory_sealed: Option<usize>,
+    /// Unrelated 4 KiB Secrets in the memory scenario [default: 10000; --quick: 2000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=1_000_000).map(|n| n as usize))]
+    pub memory_unrelated: Option<usize>,
+    /// Smaller defaults for a quick run: 200 SealedSecrets, 2000 + 2000 objects, 180 s limit.
+    #[arg(long)]
+    pub quick: bool,
+    /// Limit per controller run, in seconds; a run that hits it is reported as a lower bound
+    /// [default: 600; --quick: 180].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub timeout: Option<u64>,
+    /// Create requests in flight while setting up (not timed).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=512).map(|n| n as usize))]
+    pub concurrency: usize,
+    /// Scenarios to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1key,12keys,memory")]
+    pub scenarios: Vec<String>,
+    /// Which key seals the SealedSecrets in the 12-key scenario.
+    #[arg(long, value_enum, default_value_t = SealingKey::Oldest)]
+    pub sealing_key: SealingKey,
+    /// Extra flag passed to keyseal-controller (repeatable), e.g. `--keyseal-arg=--kubeclient-qps=100`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub keyseal_arg: Vec<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crypto(args) => crypto::run(&args),
         Command::Cli(args) => cli::run(&args),
+        Command::Controller(args) => controller::run(&args),
         Command::All { crypto, cli } => crypto::run(&crypto).and_then(|()| {
             println!();
             cli::run(&cli)
@@ -105,6 +161,26 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn controller_quick_and_lists() {
+        let cli = Cli::try_parse_from([
+            "keyseal-bench",
+            "controller",
+            "--quick",
+            "--scenarios",
+            "1key,memory",
+            "--keyseal-arg=--kubeclient-qps=100",
+        ])
+        .unwrap();
+        let Command::Controller(args) = cli.command else {
+            panic!("expected `controller`");
+        };
+        assert!(args.quick);
+        assert_eq!(args.scenarios, ["1key", "memory"]);
+        assert_eq!(args.keyseal_arg, ["--kubeclient-qps=100"]);
+        assert_eq!(args.sealing_key, SealingKey::Oldest);
     }
 
     #[test]
