@@ -115,13 +115,16 @@ pub struct Flags {
     /// Leader Lease duration.
     #[arg(long, env = "SEALED_SECRETS_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_go_duration)]
     pub leader_election_lease_duration: Duration,
-    /// API requests per second (sustained) to the API server (upstream's default is 5, which
-    /// throttles large clusters).
+    /// API requests per second (sustained) to the API server; 0 or negative disables the limit,
+    /// as upstream. Each unsealed SealedSecret costs about 3 requests (create or update the
+    /// Secret, status, event); upstream's default of 5 makes a restart on a large cluster take
+    /// minutes. The API server protects itself with priority and fairness.
     #[arg(
         long = "kubeclient-qps",
         visible_alias = "kube-api-qps",
         env = "SEALED_SECRETS_KUBECLIENT_QPS",
-        default_value_t = 50.0
+        default_value_t = 300.0,
+        allow_negative_numbers = true
     )]
     pub kube_api_qps: f64,
     /// API request burst to the API server.
@@ -129,7 +132,7 @@ pub struct Flags {
         long = "kubeclient-burst",
         visible_alias = "kube-api-burst",
         env = "SEALED_SECRETS_KUBECLIENT_BURST",
-        default_value_t = 100
+        default_value_t = 600
     )]
     pub kube_api_burst: u32,
     /// Concurrent reconciles (default: 4 per CPU; RSA work is bounded to one per CPU).

@@ -76,10 +76,12 @@ async fn client(flags: &Flags) -> anyhow::Result<kube::Client> {
             .await
             .context("no kubeconfig and not in a cluster (use --kubeconfig)")?,
     };
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    if flags.kube_api_qps <= 0.0 {
+        return Ok(builder.build()); // as upstream: zero or negative QPS disables the limit
+    }
     let bucket = throttle::Bucket::new(flags.kube_api_qps, flags.kube_api_burst);
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&throttle::ThrottleLayer(bucket))
-        .build())
+    Ok(builder.with_layer(&throttle::ThrottleLayer(bucket)).build())
 }
 
 /// The namespace holding keys and the Lease.

@@ -364,11 +364,14 @@ async fn write_secret(
             .annotations_mut()
             .insert(MANAGED.to_owned(), "true".to_owned());
     }
-    let Some(existing) = api.get_opt(&name).await.map_err(classify)? else {
-        api.create(&PostParams::default(), &desired)
-            .await
-            .map_err(classify)?;
-        return Ok(());
+    // Create first: the common case (a new SealedSecret, or a start-up sweep) then costs one
+    // request instead of a GET and a create; an existing Secret answers 409 and is read then.
+    let existing = match api.create(&PostParams::default(), &desired).await {
+        Ok(_) => return Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            api.get(&name).await.map_err(classify)?
+        }
+        Err(e) => return Err(classify(e)),
     };
 
     let controlled = is_controlled_by(&existing, ss);
