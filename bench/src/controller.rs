@@ -815,46 +815,21 @@ fn start_upstream(
     ns: &str,
     extra: &[&str],
 ) -> Result<Process> {
-    let (port, ca) = api_server_port_and_ca(cluster)?;
-    let dir = tempfile::tempdir()?;
-    let sa_dir = dir.path().join("serviceaccount");
-    std::fs::create_dir(&sa_dir)?;
-    std::fs::write(sa_dir.join("token"), &sa.token)?;
-    std::fs::write(sa_dir.join("ca.crt"), ca)?;
-    std::fs::write(sa_dir.join("namespace"), ns)?;
-    let mount_point = "/var/run/secrets/kubernetes.io/serviceaccount";
-    std::fs::create_dir_all(mount_point).context("creating the ServiceAccount mount point")?;
+    let (mut cmd, dir) =
+        cluster.in_cluster_command(sa, ns, keyseal_testenv::Placement::Host, &plan.upstream)?;
     let log = dir.path().join("upstream.log");
-    // `unshare` and `sh` both exec, so the child's pid ends up running the controller.
-    let script = r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#;
-    let mut cmd = tokio::process::Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        script,
-        "sh",
-    ])
-    .arg(&sa_dir)
-    .arg(mount_point)
-    .arg(&plan.upstream)
-    .args(["--all-namespaces=false", "--log-info-stdout=false"])
-    .args(["--key-renew-period", "0"])
-    .args(["--listen-addr", &format!("127.0.0.1:{}", free_port()?)])
-    .args([
-        "--listen-metrics-addr",
-        &format!("127.0.0.1:{}", free_port()?),
-    ])
-    .args(extra)
-    .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
-    .env("KUBERNETES_SERVICE_PORT", port.to_string())
-    .env("POD_NAMESPACE", ns)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log)?)
-    .kill_on_drop(true);
+    cmd.args(["--all-namespaces=false", "--log-info-stdout=false"])
+        .args(["--key-renew-period", "0"])
+        .args(["--listen-addr", &format!("127.0.0.1:{}", free_port()?)])
+        .args([
+            "--listen-metrics-addr",
+            &format!("127.0.0.1:{}", free_port()?),
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true);
     let started = Instant::now();
     let child = cmd.spawn().context("starting the upstream controller")?;
     Ok(Process {
@@ -869,32 +844,6 @@ fn start_upstream(
         log,
         _dir: dir,
     })
-}
-
-/// The admin kubeconfig's API server port and CA bundle (PEM).
-fn api_server_port_and_ca(cluster: &Cluster) -> Result<(u16, Vec<u8>)> {
-    let path = cluster
-        .kubeconfig_path()
-        .context("the admin kubeconfig is a file")?;
-    let kc = kube::config::Kubeconfig::read_from(path)?;
-    let c = kc
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.clone())
-        .context("a cluster in the kubeconfig")?;
-    let server = c.server.clone().context("server URL")?;
-    let port = server
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("no port in {server}"))?;
-    let ca = match (c.certificate_authority_data, c.certificate_authority) {
-        (Some(data), _) => keyseal_crypto::decode_base64(&data)?,
-        (None, Some(file)) => std::fs::read(file)?,
-        _ => bail!("the kubeconfig has no CA"),
-    };
-    Ok((port, ca))
 }
 
 impl Process {

@@ -848,3 +848,85 @@ pub fn write_stdin(child: &mut std::process::Child, bytes: &[u8]) {
         );
     }
 }
+
+/// Where a process started by [`Cluster::in_cluster_command`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// This host's network namespace; the API server at 127.0.0.1.
+    Host,
+    /// [`NETNS`]; the API server at [`HOST_IP`].
+    Netns,
+}
+
+impl Cluster {
+    /// A command running `program` as a Pod of `identity` would: in a private mount namespace
+    /// where the ServiceAccount's token, the cluster CA and `namespace` are bind-mounted at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`, with `KUBERNETES_SERVICE_HOST`/`PORT` and
+    /// `POD_NAMESPACE` set. For programs that only support in-cluster configuration (the upstream
+    /// controller). `unshare` and `sh` both exec, so the child's pid is the program's. Append the
+    /// program's arguments to the command; keep the returned directory alive while it runs.
+    pub fn in_cluster_command(
+        &self,
+        identity: &ServiceAccountIdentity,
+        namespace: &str,
+        placement: Placement,
+        program: &Path,
+    ) -> Result<(tokio::process::Command, tempfile::TempDir)> {
+        let (server, ca) = current_cluster(&self.kubeconfig)?;
+        let port: u16 = server
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow!("no port in the API server URL {server}"))?;
+        let ca = match (
+            ca.get("certificate-authority-data")
+                .and_then(|v| v.as_str()),
+            ca.get("certificate-authority").and_then(|v| v.as_str()),
+        ) {
+            (Some(data), _) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .context("decoding the CA")?
+            }
+            (None, Some(file)) => {
+                std::fs::read(file).with_context(|| format!("reading the CA {file}"))?
+            }
+            _ => bail!("the kubeconfig has no CA"),
+        };
+        let dir = tempfile::tempdir()?;
+        let sa_dir = dir.path().join("serviceaccount");
+        std::fs::create_dir(&sa_dir)?;
+        std::fs::write(sa_dir.join("token"), &identity.token)?;
+        std::fs::write(sa_dir.join("ca.crt"), ca)?;
+        std::fs::write(sa_dir.join("namespace"), namespace)?;
+        let mount_point = "/var/run/secrets/kubernetes.io/serviceaccount";
+        std::fs::create_dir_all(mount_point).context("creating the ServiceAccount mount point")?;
+        let (mut cmd, host) = match placement {
+            Placement::Host => (tokio::process::Command::new("unshare"), "127.0.0.1"),
+            Placement::Netns => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", NETNS, "unshare"]);
+                (c, HOST_IP)
+            }
+        };
+        let script = r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#;
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&sa_dir)
+        .arg(mount_point)
+        .arg(program)
+        .env("KUBERNETES_SERVICE_HOST", host)
+        .env("KUBERNETES_SERVICE_PORT", port.to_string())
+        .env("POD_NAMESPACE", namespace);
+        Ok((cmd, dir))
+    }
+}

@@ -443,47 +443,6 @@ impl ControllerProcess {
     }
 }
 
-/// The admin kubeconfig's API server URL and CA bundle (PEM).
-fn api_server_and_ca(env: &Env) -> Result<(url_parts::Server, Vec<u8>)> {
-    let path = env
-        .cluster
-        .kubeconfig_path()
-        .context("the admin kubeconfig is a file")?;
-    let kc = kube::config::Kubeconfig::read_from(path)?;
-    let cluster = kc
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.clone())
-        .context("a cluster in the kubeconfig")?;
-    let server = url_parts::Server::parse(cluster.server.as_deref().context("server URL")?)?;
-    let ca = match (
-        cluster.certificate_authority_data,
-        cluster.certificate_authority,
-    ) {
-        (Some(data), _) => keyseal_crypto::decode_base64(&data)?,
-        (None, Some(file)) => std::fs::read(file)?,
-        _ => bail!("the kubeconfig has no CA"),
-    };
-    Ok((server, ca))
-}
-
-mod url_parts {
-    /// `https://host:port`.
-    pub struct Server {
-        pub port: u16,
-    }
-    impl Server {
-        pub fn parse(url: &str) -> anyhow::Result<Self> {
-            let port = url
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.trim_end_matches('/').parse().ok())
-                .ok_or_else(|| anyhow::anyhow!("no port in {url}"))?;
-            Ok(Self { port })
-        }
-    }
-}
-
 /// Where upstream's controller is reachable.
 pub enum Network {
     /// Loopback on this host.
@@ -510,65 +469,35 @@ impl Env {
         extra: &[&str],
     ) -> Result<UpstreamController> {
         let binary = keyseal_testenv::fixture("controller")?;
-        let (server, ca) = api_server_and_ca(self)?;
-        let dir = tempfile::tempdir()?;
-        let sa_dir = dir.path().join("serviceaccount");
-        std::fs::create_dir(&sa_dir)?;
-        std::fs::write(sa_dir.join("token"), &self.sa.token)?;
-        std::fs::write(sa_dir.join("ca.crt"), ca)?;
-        std::fs::write(sa_dir.join("namespace"), self.name())?;
-        let mount_point = "/var/run/secrets/kubernetes.io/serviceaccount";
-        std::fs::create_dir_all(mount_point).context("creating the ServiceAccount mount point")?;
+        let placement = match network {
+            Network::Host => keyseal_testenv::Placement::Host,
+            Network::Netns => keyseal_testenv::Placement::Netns,
+        };
+        let (mut cmd, dir) =
+            self.cluster
+                .in_cluster_command(&self.sa, self.name(), placement, &binary)?;
         let log = dir.path().join("upstream.log");
-        let (host, listen_host, api_host, port) = match network {
-            Network::Host => ("127.0.0.1", "127.0.0.1", "127.0.0.1", free_port()),
+        let (listen_host, port, metrics_port) = match network {
+            Network::Host => ("127.0.0.1", free_port(), free_port()),
             Network::Netns => (
-                keyseal_testenv::HOST_IP,
                 keyseal_testenv::NETNS_IP,
-                keyseal_testenv::NETNS_IP,
+                keyseal_testenv::netns_port()?,
                 keyseal_testenv::netns_port()?,
             ),
         };
-        let metrics_port = match network {
-            Network::Host => free_port(),
-            Network::Netns => keyseal_testenv::netns_port()?,
-        };
-        let script = r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#;
-        let mut cmd = match network {
-            Network::Host => tokio::process::Command::new("unshare"),
-            Network::Netns => {
-                let mut c = tokio::process::Command::new("ip");
-                c.args(["netns", "exec", keyseal_testenv::NETNS, "unshare"]);
-                c
-            }
-        };
-        cmd.args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(&sa_dir)
-        .arg(mount_point)
-        .arg(binary)
-        .args(["--all-namespaces=false", "--log-info-stdout=false"])
-        .args([
-            "--listen-addr",
-            &format!("{listen_host}:{port}"),
-            "--listen-metrics-addr",
-            &format!("{listen_host}:{metrics_port}"),
-        ])
-        .args(extra)
-        .env("KUBERNETES_SERVICE_HOST", host)
-        .env("KUBERNETES_SERVICE_PORT", server.port.to_string())
-        .env("POD_NAMESPACE", self.name())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true);
+        let api_host = listen_host;
+        cmd.args(["--all-namespaces=false", "--log-info-stdout=false"])
+            .args([
+                "--listen-addr",
+                &format!("{listen_host}:{port}"),
+                "--listen-metrics-addr",
+                &format!("{listen_host}:{metrics_port}"),
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true);
         let child = cmd.spawn().context("starting the upstream controller")?;
         let mut me = UpstreamController {
             child,
