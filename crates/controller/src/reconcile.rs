@@ -538,6 +538,16 @@ pub async fn run(
     namespaces: Option<Vec<String>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    // Unsealing before the key ring has loaded would only fail every SealedSecret with "no
+    // sealing keys loaded yet" (a warning and an error count each) and retry them: wait for the
+    // first key, which the key watch or the leader's key manager provides.
+    let mut keys_changed = ctx.ring.subscribe();
+    while ctx.ring.newest().is_none() {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = keys_changed.changed() => if changed.is_err() { return },
+        }
+    }
     let client = ctx.client.clone();
     let selector = ctx.flags.label_selector.clone();
     let workers = ctx

@@ -34,3 +34,53 @@ async fn unseals_a_sealed_secret_under_manifest_rbac() -> anyhow::Result<()> {
     assert!(status.success(), "graceful exit on SIGTERM");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_restart_unseals_existing_sealed_secrets_without_fetch_errors() -> anyhow::Result<()> {
+    // A key and SealedSecrets exist before the controller starts, as after a restart: nothing
+    // may be attempted before the key ring has loaded.
+    let env = Env::new("ctrl-restart").await?;
+    let key = keyseal_crypto::PrivateKey::generate(4096)?;
+    let cert = keyseal_crypto::self_signed_certificate(
+        &key,
+        &Default::default(),
+        &mut keyseal_crypto::SystemRng,
+    )?;
+    let mut key_secret = keyseal_api::key_secret::new_key_secret(
+        env.name(),
+        "sealed-secrets-key",
+        &key,
+        &cert,
+        &Default::default(),
+        &Default::default(),
+    );
+    key_secret.metadata.name = Some("sealed-secrets-key-pre".into());
+    env.secrets()
+        .create(&Default::default(), &key_secret)
+        .await?;
+    for i in 0..20 {
+        env.create(&env.seal(&cert, &format!("pre-{i}"), &[("k", "v")], Scope::Strict))
+            .await?;
+    }
+    let controller = env.start_controller(&[]).await?;
+    for i in 0..20 {
+        env.await_secret(&format!("pre-{i}"), |_| true).await?;
+    }
+    let metrics = controller.scrape().await?;
+    let fetch_errors = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("sealed_secrets_controller_unseal_errors_total{")
+                && l.contains("reason=\"fetch\"")
+                && l.contains(env.name())
+        })
+        .collect::<Vec<_>>();
+    assert!(fetch_errors.is_empty(), "{fetch_errors:?}");
+    assert!(!controller.logs().contains("no sealing keys loaded yet"));
+    assert_eq!(
+        env.key_secrets().await?.len(),
+        1,
+        "no key generated next to the existing one"
+    );
+    Ok(())
+}
