@@ -12,16 +12,10 @@ use crate::error::{Result, err};
 pub fn fetch_pem(seal: &SealArgs, kube: &KubeArgs) -> Result<Vec<u8>> {
     match seal.cert.as_deref() {
         Some(source) => read_source(source),
-        None => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| err(format!("cannot start the async runtime: {e}")))?;
-            runtime.block_on(async {
-                let proxy = crate::controller::ControllerProxy::connect(kube, seal).await?;
-                Ok(proxy.cert().await?.into_bytes())
-            })
-        }
+        None => crate::controller::online(async {
+            let proxy = crate::controller::ControllerProxy::connect(kube, seal).await?;
+            Ok(proxy.cert().await?.into_bytes())
+        }),
     }
 }
 

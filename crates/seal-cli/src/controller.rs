@@ -92,3 +92,13 @@ fn status_code(e: &kube::Error) -> Option<u16> {
         _ => None,
     }
 }
+
+/// Runs an online operation on a single-threaded runtime: the CLI is synchronous otherwise, so
+/// offline sealing never starts one.
+pub fn online<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(format!("cannot start the async runtime: {e}")))?
+        .block_on(f)
+}

@@ -372,17 +372,9 @@ fn unseal_error(
     ))
 }
 
-fn online<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(format!("cannot start the async runtime: {e}")))?
-        .block_on(f)
-}
-
 fn validate(input: &Input, args: &SealArgs, kube: &KubeArgs) -> Result<()> {
     let sealed = parse_sealed(input)?;
-    online(async {
+    crate::controller::online(async {
         let proxy = ControllerProxy::connect(kube, args).await?;
         for ss in &sealed {
             let body =
@@ -402,7 +394,7 @@ fn validate(input: &Input, args: &SealArgs, kube: &KubeArgs) -> Result<()> {
 
 fn re_encrypt(input: &Input, args: &SealArgs, kube: &KubeArgs) -> Result<Vec<SealedSecret>> {
     let sealed = parse_sealed(input)?;
-    online(async {
+    crate::controller::online(async {
         let proxy = ControllerProxy::connect(kube, args).await?;
         let mut out = Vec::new();
         for ss in &sealed {
