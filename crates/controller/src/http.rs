@@ -133,7 +133,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     if state.ring.newest().is_some() {
         (StatusCode::OK, "ok").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no sealing key loaded yet").into_response()
+        no_key_yet()
     }
 }
 
@@ -147,8 +147,13 @@ async fn cert(State(state): State<HttpState>) -> Response {
             );
             response
         }
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no sealing key loaded yet").into_response(),
+        None => no_key_yet(),
     }
+}
+
+/// 503 while no sealing key is loaded (a standby before the leader's first key appears).
+fn no_key_yet() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "no sealing key loaded yet").into_response()
 }
 
 /// A SealedSecret from a JSON or YAML body.
@@ -225,7 +230,7 @@ async fn rotate(
     };
     let keys = state.ring.keys();
     let Some(newest) = keys.first().cloned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no sealing key loaded yet").into_response();
+        return no_key_yet();
     };
     let result = with_private_keys(keys, move |keys| {
         keyseal_api::reseal(&ss, keys, newest.certificate.public_key())
