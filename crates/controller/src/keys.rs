@@ -130,6 +130,7 @@ impl KeyRing {
         all.sort_by(|a, b| {
             b.ordering_time(self.order)
                 .cmp(&a.ordering_time(self.order))
+                .then_with(|| b.certificate.not_before().cmp(&a.certificate.not_before()))
                 .then_with(|| b.secret_name.cmp(&a.secret_name))
         });
         *self.sorted.write().expect("key ring lock") = Arc::new(all);
@@ -268,7 +269,10 @@ pub async fn generate_key(
         flags.key_size,
         CertificateParams {
             common_name: flags.my_cn.clone(),
-            not_before: SystemTime::now(),
+            not_before: next_not_before(
+                SystemTime::now(),
+                ring.keys().iter().map(|k| k.certificate.not_before()).max(),
+            ),
             validity: flags.key_ttl,
         },
     );
@@ -295,6 +299,17 @@ pub async fn generate_key(
     tracing::info!(secret = %format!("{namespace}/{name}"), fingerprint = %entry.fingerprint, "generated a new sealing key");
     ring.insert(entry);
     Ok(name)
+}
+
+/// NotBefore for a new key: now, or one second after the newest existing key's when that is not
+/// earlier. X.509 times have whole seconds, so a key made in the same second as the previous one
+/// (SIGUSR1 or `--key-cutoff-time` right after start, a short renewal period) would otherwise tie
+/// with it and which one seals would be left to chance. Clients check only NotAfter.
+fn next_not_before(now: SystemTime, newest: Option<SystemTime>) -> SystemTime {
+    match newest {
+        Some(latest) if latest + Duration::from_secs(1) > now => latest + Duration::from_secs(1),
+        _ => now,
+    }
 }
 
 /// Whether the key Secrets stored right now (a fresh list, not the watch cache) hold any usable
@@ -420,6 +435,22 @@ mod tests {
             key,
             certificate,
         }
+    }
+
+    #[test]
+    fn a_new_key_is_strictly_newer_than_the_newest() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(next_not_before(t, None), t);
+        assert_eq!(next_not_before(t, Some(t - Duration::from_secs(60))), t);
+        // Same second (the previous certificate's NotBefore is truncated to whole seconds).
+        assert_eq!(
+            next_not_before(t + Duration::from_millis(400), Some(t)),
+            t + Duration::from_secs(1)
+        );
+        assert_eq!(
+            next_not_before(t, Some(t + Duration::from_secs(1))),
+            t + Duration::from_secs(2)
+        );
     }
 
     #[test]
