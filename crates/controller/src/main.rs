@@ -313,7 +313,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 }
             }
             term.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(10), work).await;
+            if tokio::time::timeout(Duration::from_secs(10), work)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the leader's work did not stop within 10s; abandoning it");
+            }
             relay.abort();
             metrics.leader.set(0);
             if shutdown.is_cancelled() {
@@ -325,6 +330,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
     }
     shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), servers).await;
+    if tokio::time::timeout(Duration::from_secs(10), servers)
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after 10s; closing them");
+    }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::{FutureExt as _, StreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keyseal_api::annotations::{MANAGED, PATCH, SKIP_SET_OWNER_REFERENCES, is_true};
@@ -607,14 +607,44 @@ pub async fn run(
                     Some(ObjectRef::<SealedSecret>::new(&name).within(&ns))
                 });
         }
+        let graceful = stop.clone();
         let controller = controller
             .reconcile_all_on(key_changes)
-            .graceful_shutdown_on(async move { stop.cancelled().await });
-        runs.push(Box::pin(
-            controller
-                .run(reconcile, error_policy, ctx)
-                .for_each(|_| async {}),
-        ));
+            .graceful_shutdown_on(async move { graceful.cancelled().await });
+        let store = controller.store();
+        let run = controller
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                use kube::runtime::controller::Error;
+                match result {
+                    // Watch failures (RBAC, a refused selector, the API server away) would
+                    // otherwise be silent: the watcher retries with backoff.
+                    Err(Error::QueueError(e)) => {
+                        tracing::warn!(error = %e, "watching SealedSecrets or Secrets failed; retrying");
+                    }
+                    // Reconcile failures are logged by the reconciler with their object.
+                    Err(e) => tracing::debug!(error = %e, "reconcile loop"),
+                    Ok(_) => {}
+                }
+            });
+        runs.push(Box::pin(async move {
+            // A graceful shutdown lets running reconciles finish. But kube-runtime holds every
+            // reconcile until the first list has filled its cache, and once shut down it stops
+            // the watch that would fill it: stopped before that, it would wait forever. Nothing
+            // can be running then, so it is dropped instead.
+            let not_ready_at_stop = async {
+                stop.cancelled().await;
+                if store.wait_until_ready().now_or_never().is_some() {
+                    futures::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = run => {}
+                () = not_ready_at_stop => {
+                    tracing::debug!("stopped before the first list of SealedSecrets completed");
+                }
+            }
+        }));
     }
     futures::future::join_all(runs).await;
 }
