@@ -115,6 +115,14 @@ pub struct ControllerArgs {
     /// Which key seals the SealedSecrets in the 12-key scenario.
     #[arg(long, value_enum, default_value_t = SealingKey::Oldest)]
     pub sealing_key: SealingKey,
+    /// Controllers to run, comma-separated: keyseal, tuned (upstream with QPS/burst raised),
+    /// default (upstream at its defaults). The table needs all three; per-run lines always print.
+    #[arg(long, value_delimiter = ',', default_value = "keyseal,tuned,default")]
+    pub subjects: Vec<String>,
+    /// Limit for upstream at its defaults, in seconds (it needs ~800 s per 1,000 SealedSecrets);
+    /// its figure is then a lower bound [default: --timeout].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub default_timeout: Option<u64>,
     /// Extra flag passed to keyseal-controller (repeatable), e.g. `--keyseal-arg=--kubeclient-qps=100`.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub keyseal_arg: Vec<String>,
