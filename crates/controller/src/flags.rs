@@ -115,19 +115,20 @@ pub struct Flags {
     /// Leader Lease duration.
     #[arg(long, env = "SEALED_SECRETS_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_go_duration)]
     pub leader_election_lease_duration: Duration,
-    /// API requests per second (sustained) to the API server; 0 or negative disables the limit,
-    /// as upstream. Each unsealed SealedSecret costs about 3 requests (create or update the
-    /// Secret, status, event); upstream's default of 5 makes a restart on a large cluster take
-    /// minutes. The API server protects itself with priority and fairness.
+    /// Client-side limit on API requests per second (sustained); 0 or negative (the default)
+    /// means none: the API server's Priority and Fairness queues and sheds load per client, as
+    /// SIG API Machinery recommends and controller-runtime does by default. Each unsealed
+    /// SealedSecret costs about 3 requests (create or update the Secret, status, event);
+    /// upstream's default of 5 makes a restart on a large cluster take minutes.
     #[arg(
         long = "kubeclient-qps",
         visible_alias = "kube-api-qps",
         env = "SEALED_SECRETS_KUBECLIENT_QPS",
-        default_value_t = 300.0,
+        default_value_t = -1.0,
         allow_negative_numbers = true
     )]
     pub kube_api_qps: f64,
-    /// API request burst to the API server.
+    /// Requests allowed at once above `--kubeclient-qps` (when that is positive).
     #[arg(
         long = "kubeclient-burst",
         visible_alias = "kube-api-burst",
@@ -268,6 +269,10 @@ mod tests {
         );
         assert!(
             f.update_status && f.accept_deprecated_v1_data && f.all_namespaces && !f.skip_recreate
+        );
+        assert!(
+            f.kube_api_qps <= 0.0,
+            "no client-side rate limit by default"
         );
         let upstream_args = [
             "x",
