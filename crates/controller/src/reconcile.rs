@@ -18,7 +18,7 @@ use keyseal_api::{
 use kube::api::{PartialObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Semaphore;
 
@@ -286,11 +286,7 @@ async fn sync(
     ctx: &Context,
     hint: Option<&str>,
 ) -> Result<Option<String>, ReconcileError> {
-    let keys = {
-        let uses = ctx.key_uses.lock().expect("key uses lock");
-        ctx.ring.ordered_for(hint, &uses)
-    };
-    if keys.is_empty() {
+    if ctx.ring.newest().is_none() {
         return Err(ReconcileError::NoKeys);
     }
     let options = UnsealOptions {
@@ -303,6 +299,15 @@ async fn sync(
         .acquire_owned()
         .await
         .expect("semaphore open");
+    // Ordered only now: on a cold start many reconciles queue for the permit, and each should
+    // profit from what the ones before it learnt about which key opens SealedSecrets.
+    let keys = {
+        let uses = ctx.key_uses.lock().expect("key uses lock");
+        ctx.ring.ordered_for(hint, &uses)
+    };
+    if keys.is_empty() {
+        return Err(ReconcileError::NoKeys);
+    }
     let owned = ss.clone();
     let keys_for_task = keys.clone();
     ctx.metrics.unseal_requests.inc();
@@ -578,7 +583,14 @@ pub async fn run(
         let key_changes =
             tokio_stream_from_watch(ctx.ring.subscribe()).map(move |()| clear_ctx.clear_failures());
         let stop = stop.clone();
-        let mut controller = Controller::new(sealed, config).with_config(
+        // The cache holds every SealedSecret; it keeps what unsealing needs and drops what only
+        // costs memory (managedFields, kubectl's last-applied copy of the whole object).
+        let (reader, writer) = kube::runtime::reflector::store();
+        let cached = watcher::watcher(sealed, config)
+            .modify(slim_for_cache)
+            .reflect(writer)
+            .applied_objects();
+        let mut controller = Controller::for_stream(cached, reader).with_config(
             kube::runtime::controller::Config::default()
                 .concurrency(u16::try_from(workers).unwrap_or(u16::MAX)),
         );
@@ -648,6 +660,19 @@ pub async fn run(
     }
     futures::future::join_all(runs).await;
 }
+
+/// What the SealedSecret cache does without: the reconciler reads the name, namespace, uid,
+/// generation, annotations (scope), spec and status; a status write goes to the status
+/// subresource, where the API server ignores metadata.
+fn slim_for_cache(ss: &mut SealedSecret) {
+    ss.metadata.managed_fields = None;
+    if let Some(annotations) = ss.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// kubectl's client-side apply keeps a copy of the whole object here (encryptedData included).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A stream that yields whenever the key ring changes (so SealedSecrets that no key could open
 /// are retried with a newly loaded key).
