@@ -1168,7 +1168,7 @@ async fn sigterm_shuts_down_gracefully() -> Result<()> {
     std::io::Read::read_to_string(&mut log, &mut logs)?;
     assert!(status.success(), "exit status {status}:\n{logs}");
     assert!(
-        stopped_in < Duration::from_secs(10),
+        stopped_in < Duration::from_secs(10) && !logs.contains("did not stop within"),
         "stopped in {stopped_in:?}:\n{logs}"
     );
     assert!(logs.contains("shutting down"), "{logs}");
@@ -1208,10 +1208,14 @@ async fn sigterm_before_the_first_sealedsecret_list_completes() -> Result<()> {
     let mut logs = String::new();
     std::io::Read::read_to_string(&mut log, &mut logs)?;
     assert!(status.success(), "exit status {status}:\n{logs}");
+    // Not a timing check: the hang showed as the controller's own 10 s timeout, which it logs.
     assert!(
-        stopped_in < Duration::from_secs(5),
-        "stopped in {stopped_in:?}:\n{logs}"
+        !logs.contains("did not stop within"),
+        "stopped in {stopped_in:?}, after a timeout:\n{logs}"
     );
-    assert!(logs.contains("stopped before the first list of SealedSecrets completed"));
+    assert!(
+        logs.contains("stopped before the first list of SealedSecrets completed"),
+        "{logs}"
+    );
     Ok(())
 }
