@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keyseal_api::annotations::{MANAGED, PATCH, SKIP_SET_OWNER_REFERENCES, is_true};
 use keyseal_api::{
-    CONDITION_SYNCED, Scope, SealedSecret, SealedSecretCondition, SealedSecretStatus, UnsealError,
-    UnsealOptions, unseal,
+    CONDITION_SYNCED, Scope, SealedSecret, SealedSecretCondition, SealedSecretSpec,
+    SealedSecretStatus, UnsealError, UnsealOptions, unseal,
 };
 use kube::api::{PartialObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -127,6 +128,9 @@ pub enum ReconcileError {
         "the target Secret is immutable and its data or type differ; delete it to let the controller recreate it"
     )]
     Immutable,
+    /// The spec does not have the SealedSecret shape (permanent until the object changes).
+    #[error("{0}")]
+    Malformed(String),
     /// No key loaded yet.
     #[error("no sealing keys loaded yet")]
     NoKeys,
@@ -142,7 +146,7 @@ impl ReconcileError {
     /// Metric label (upstream's reasons).
     fn reason(&self) -> &'static str {
         match self {
-            ReconcileError::Unseal(_) => "unseal",
+            ReconcileError::Unseal(_) | ReconcileError::Malformed(_) => "unseal",
             ReconcileError::Unmanaged(_) => "unmanaged",
             ReconcileError::Immutable | ReconcileError::Rejected(_) | ReconcileError::Kube(_) => {
                 "update"
@@ -169,26 +173,90 @@ fn object_key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
 }
 
-fn inputs_of(ss: &SealedSecret) -> String {
-    let scope = Scope::from_annotations(ss.metadata.annotations.as_ref());
+fn inputs_of(meta: &ObjectMeta) -> String {
+    let scope = Scope::from_annotations(meta.annotations.as_ref());
     format!(
         "{}|{}|{}",
-        ss.metadata.uid.as_deref().unwrap_or(""),
-        ss.metadata.generation.unwrap_or(0),
+        meta.uid.as_deref().unwrap_or(""),
+        meta.generation.unwrap_or(0),
         scope
     )
 }
 
+/// A SealedSecret as the controller's cache keeps it: metadata and status parsed, the spec as
+/// the JSON text the API server sent, parsed only to unseal. Deciding whether anything is to be
+/// done needs no spec, and the text is about half the size of the parsed tree (k8s-openapi's
+/// template `ObjectMeta` and the maps of ciphertexts), which is most of the cache. A spec that
+/// does not parse fails that one SealedSecret (status and event), not the watch of all of them.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct CachedSealedSecret {
+    metadata: ObjectMeta,
+    spec: Box<serde_json::value::RawValue>,
+    #[serde(default)]
+    status: Option<SealedSecretStatus>,
+}
+
+impl kube::Resource for CachedSealedSecret {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        SealedSecret::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        SealedSecret::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        SealedSecret::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        SealedSecret::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl CachedSealedSecret {
+    /// The whole SealedSecret, and why its spec cannot be read if it cannot (the spec is then
+    /// empty: the object still serves for its status and event). The reason quotes nothing from
+    /// the spec.
+    fn parse(&self) -> (SealedSecret, Option<String>) {
+        let (spec, unreadable) = match serde_json::from_str(self.spec.get()) {
+            Ok(spec) => (spec, None),
+            Err(e) => (
+                SealedSecretSpec::default(),
+                Some(format!(
+                    "spec cannot be read as a SealedSecret spec ({:?} error at column {}); fix the object",
+                    e.classify(),
+                    e.column()
+                )),
+            ),
+        };
+        let ss = SealedSecret {
+            metadata: self.metadata.clone(),
+            spec,
+            status: self.status.clone(),
+        };
+        (ss, unreadable)
+    }
+}
+
 /// Reconciles one SealedSecret.
-pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let (ns, name) = (ss.namespace().unwrap_or_default(), ss.name_any());
+pub async fn reconcile(
+    cached: Arc<CachedSealedSecret>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let (ns, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
     let key = object_key(&ns, &name);
-    if ss.metadata.deletion_timestamp.is_some() {
+    if cached.metadata.deletion_timestamp.is_some() {
         ctx.forget(&key);
         ctx.metrics.forget(&ns, &name);
         return Ok(Action::await_change()); // garbage collection removes the owned Secret
     }
-    let inputs = inputs_of(&ss);
+    let inputs = inputs_of(&cached.metadata);
     let hint = {
         let synced = ctx.synced.lock().expect("synced lock");
         match synced.get(&key) {
@@ -197,8 +265,13 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
             None => None,
         }
     };
+    let (ss, unreadable) = cached.parse();
+    let outcome = match unreadable {
+        None => sync(&ss, &ctx, hint.as_deref()).await,
+        Some(reason) => Err(ReconcileError::Malformed(reason)),
+    };
 
-    match sync(&ss, &ctx, hint.as_deref()).await {
+    match outcome {
         Ok(used_key) => {
             // Remembered only once the status is written: if that write fails (e.g. a conflict
             // with a metadata-only change, which brings no new generation), the retry must not
@@ -226,13 +299,16 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
             let message = e.to_string();
             tracing::warn!(namespace = %ns, name = %name, error = %message, "cannot sync SealedSecret");
             match &e {
-                ReconcileError::Unseal(_) => ctx.events.unseal_failed(&ss, &message).await,
+                ReconcileError::Unseal(_) | ReconcileError::Malformed(_) => {
+                    ctx.events.unseal_failed(&ss, &message).await;
+                }
                 _ => ctx.events.update_failed(&ss, &message).await,
             }
             let reason = match &e {
                 ReconcileError::Unseal(u) => u.reason(),
                 ReconcileError::Unmanaged(_) => "Unmanaged",
                 ReconcileError::Immutable => "Immutable",
+                ReconcileError::Malformed(_) => "InvalidSpec",
                 _ => "UpdateFailed",
             };
             write_status(&ss, &ctx, false, Some(&message), Some(reason)).await?;
@@ -253,7 +329,11 @@ pub async fn reconcile(ss: Arc<SealedSecret>, ctx: Arc<Context>) -> Result<Actio
 /// Backoff for transient errors: 1 s doubling to 5 min, per object.
 /// After `--max-unseal-retries` attempts the object waits for its next change (or a key change),
 /// as upstream's work queue forgets it.
-pub fn error_policy(ss: Arc<SealedSecret>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(
+    ss: Arc<CachedSealedSecret>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
     let key = object_key(&ss.namespace().unwrap_or_default(), &ss.name_any());
     let attempt = ctx.retries.with_attempt(&key);
     if attempt > ctx.flags.max_unseal_retries {
@@ -559,7 +639,7 @@ pub async fn run(
         .flags
         .workers
         .unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let apis: Vec<(Api<SealedSecret>, Api<PartialObjectMeta<Secret>>)> = match namespaces {
+    let apis: Vec<(Api<CachedSealedSecret>, Api<PartialObjectMeta<Secret>>)> = match namespaces {
         None => vec![(Api::all(client.clone()), Api::all(client.clone()))],
         Some(list) => list
             .iter()
@@ -616,7 +696,7 @@ pub async fn run(
                         meta.metadata.name.unwrap_or_default(),
                     );
                     forget_ctx.forget(&object_key(&ns, &name));
-                    Some(ObjectRef::<SealedSecret>::new(&name).within(&ns))
+                    Some(ObjectRef::<CachedSealedSecret>::new(&name).within(&ns))
                 });
         }
         let graceful = stop.clone();
@@ -663,8 +743,8 @@ pub async fn run(
 
 /// What the SealedSecret cache does without: the reconciler reads the name, namespace, uid,
 /// generation, annotations (scope), spec and status; a status write goes to the status
-/// subresource, where the API server ignores metadata.
-fn slim_for_cache(ss: &mut SealedSecret) {
+/// subresource, where the API server takes nothing but the status from the body.
+fn slim_for_cache(ss: &mut CachedSealedSecret) {
     ss.metadata.managed_fields = None;
     if let Some(annotations) = ss.metadata.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
@@ -683,4 +763,48 @@ fn tokio_stream_from_watch(
         rx.changed().await.ok()?;
         Some(((), rx))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(spec: &str) -> CachedSealedSecret {
+        serde_json::from_str(&format!(
+            r#"{{"apiVersion":"bitnami.com/v1alpha1","kind":"SealedSecret",
+                "metadata":{{"name":"db","namespace":"shop","uid":"u-1","generation":3,
+                  "annotations":{{"sealedsecrets.bitnami.com/namespace-wide":"true"}}}},
+                "spec":{spec},
+                "status":{{"observedGeneration":2,"conditions":[]}}}}"#
+        ))
+        .expect("a cache entry")
+    }
+
+    #[test]
+    fn the_cache_keeps_the_spec_as_text_and_parses_it_whole() {
+        let c = cached(
+            r#"{"encryptedData":{"password":"AgBy"},"template":{"type":"Opaque","data":{"url":"{{ .password }}"}}}"#,
+        );
+        assert_eq!(inputs_of(&c.metadata), "u-1|3|namespace-wide");
+        let (ss, unreadable) = c.parse();
+        assert_eq!(unreadable, None);
+        assert_eq!(ss.spec.encrypted_data["password"], "AgBy");
+        assert_eq!(ss.spec.template.type_.as_deref(), Some("Opaque"));
+        assert_eq!(ss.metadata.name.as_deref(), Some("db"));
+        assert_eq!(ss.status.and_then(|s| s.observed_generation), Some(2));
+    }
+
+    #[test]
+    fn a_spec_of_the_wrong_shape_fails_that_object_without_quoting_it() {
+        let c = cached(r#"{"template":{"type":["not-a-string-value-123"]}}"#);
+        let (ss, unreadable) = c.parse();
+        let message = unreadable.expect("wrong shape");
+        assert_eq!(
+            ss.metadata.name.as_deref(),
+            Some("db"),
+            "named for its status"
+        );
+        assert!(message.contains("spec cannot be read"), "{message}");
+        assert!(!message.contains("not-a-string-value-123"), "{message}");
+    }
 }
