@@ -366,9 +366,6 @@ async fn sync(
     ctx: &Context,
     hint: Option<&str>,
 ) -> Result<Option<String>, ReconcileError> {
-    if ctx.ring.newest().is_none() {
-        return Err(ReconcileError::NoKeys);
-    }
     let options = UnsealOptions {
         accept_v1_data: ctx.flags.accept_deprecated_v1_data,
         render_templates: true,
@@ -663,8 +660,8 @@ pub async fn run(
         let key_changes =
             tokio_stream_from_watch(ctx.ring.subscribe()).map(move |()| clear_ctx.clear_failures());
         let stop = stop.clone();
-        // The cache holds every SealedSecret; it keeps what unsealing needs and drops what only
-        // costs memory (managedFields, kubectl's last-applied copy of the whole object).
+        // The cache holds every SealedSecret (spec as text, see CachedSealedSecret) and drops
+        // what only costs memory (managedFields, kubectl's last-applied copy of the object).
         let (reader, writer) = kube::runtime::reflector::store();
         let cached = watcher::watcher(sealed, config)
             .modify(slim_for_cache)
