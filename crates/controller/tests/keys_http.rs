@@ -1153,12 +1153,10 @@ async fn per_key_metric_follows_renewal() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn sigterm_shuts_down_gracefully() -> Result<()> {
-    let env = Env::new("ctrl-term").await?;
-    let controller = env.start_controller(&[]).await?;
-    controller.cert().await?;
-    await_leader(&controller).await?;
+/// Sends SIGTERM; returns the exit status, how long the exit took and everything logged.
+async fn terminate(
+    controller: ControllerProcess,
+) -> Result<(std::process::ExitStatus, Duration, String)> {
     // Kept open: the log file goes away with the process guard.
     let mut log = std::fs::File::open(&controller.log)?;
     let started = std::time::Instant::now();
@@ -1166,6 +1164,16 @@ async fn sigterm_shuts_down_gracefully() -> Result<()> {
     let stopped_in = started.elapsed();
     let mut logs = String::new();
     std::io::Read::read_to_string(&mut log, &mut logs)?;
+    Ok((status, stopped_in, logs))
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully() -> Result<()> {
+    let env = Env::new("ctrl-term").await?;
+    let controller = env.start_controller(&[]).await?;
+    controller.cert().await?;
+    await_leader(&controller).await?;
+    let (status, stopped_in, logs) = terminate(controller).await?;
     assert!(status.success(), "exit status {status}:\n{logs}");
     assert!(
         stopped_in < Duration::from_secs(10) && !logs.contains("did not stop within"),
@@ -1200,13 +1208,7 @@ async fn sigterm_before_the_first_sealedsecret_list_completes() -> Result<()> {
             .then_some(()))
     })
     .await?;
-    let started = std::time::Instant::now();
-    let logs_at = controller.log.clone();
-    let mut log = std::fs::File::open(&logs_at)?;
-    let status = controller.stop().await?;
-    let stopped_in = started.elapsed();
-    let mut logs = String::new();
-    std::io::Read::read_to_string(&mut log, &mut logs)?;
+    let (status, stopped_in, logs) = terminate(controller).await?;
     assert!(status.success(), "exit status {status}:\n{logs}");
     // Not a timing check: the hang showed as the controller's own 10 s timeout, which it logs.
     assert!(
