@@ -288,30 +288,28 @@ fn plan(args: &ControllerArgs) -> Result<Plan> {
             keyseal_testenv::fixture("controller")?
         }
     };
-    let mut scenarios = Vec::new();
-    for s in &args.scenarios {
-        let scenario = match s.as_str() {
-            "1key" => Scenario::OneKey,
-            "12keys" => Scenario::ManyKeys,
-            "memory" => Scenario::Memory,
-            other => bail!("unknown scenario {other:?} (use 1key, 12keys, memory)"),
-        };
-        if !scenarios.contains(&scenario) {
-            scenarios.push(scenario);
-        }
-    }
-    let mut subjects = Vec::new();
-    for s in &args.subjects {
-        let subject = match s.as_str() {
-            "keyseal" => Subject::Keyseal,
-            "tuned" => Subject::UpstreamTuned,
-            "default" => Subject::UpstreamDefault,
-            other => bail!("unknown subject {other:?} (use keyseal, tuned, default)"),
-        };
-        if !subjects.contains(&subject) {
-            subjects.push(subject);
-        }
-    }
+    let scenarios = parse_names(
+        &args.scenarios,
+        "scenario",
+        "1key, 12keys, memory",
+        |s| match s {
+            "1key" => Some(Scenario::OneKey),
+            "12keys" => Some(Scenario::ManyKeys),
+            "memory" => Some(Scenario::Memory),
+            _ => None,
+        },
+    )?;
+    let subjects = parse_names(
+        &args.subjects,
+        "subject",
+        "keyseal, tuned, default",
+        |s| match s {
+            "keyseal" => Some(Subject::Keyseal),
+            "tuned" => Some(Subject::UpstreamTuned),
+            "default" => Some(Subject::UpstreamDefault),
+            _ => None,
+        },
+    )?;
     let timeout = Duration::from_secs(args.timeout.unwrap_or(timeout));
     Ok(Plan {
         count: args.count.unwrap_or(count),
@@ -327,6 +325,25 @@ fn plan(args: &ControllerArgs) -> Result<Plan> {
         upstream,
         keyseal_args: args.keyseal_arg.clone(),
     })
+}
+
+/// The values named in a comma-separated flag, each once, in the order first given.
+fn parse_names<T: PartialEq>(
+    names: &[String],
+    what: &str,
+    choices: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for name in names {
+        let Some(value) = parse(name) else {
+            bail!("unknown {what} {name:?} (use {choices})");
+        };
+        if !out.contains(&value) {
+            out.push(value);
+        }
+    }
+    Ok(out)
 }
 
 fn upstream_version(path: &Path) -> String {
