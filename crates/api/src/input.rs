@@ -142,23 +142,33 @@ fn secret_from_value(index: usize, mut doc: Value) -> Result<Secret, InputError>
     Ok(secret)
 }
 
-/// Reads every Secret in `text`. A `List`/`SecretList` contributes its items.
+/// True for a `List`/`SecretList`, and for a kind-less object with an `items` array: Go's
+/// `json.Marshal` of a client-go `SecretList` (how scripts and operators back up key Secrets)
+/// writes no `kind`, and a Secret has no `items` field, so such an object can only be a list.
+fn is_list(doc: &Value) -> bool {
+    match doc.get("kind").and_then(Value::as_str) {
+        Some("List" | "SecretList") => true,
+        None => doc.get("items").is_some_and(Value::is_array),
+        Some(_) => false,
+    }
+}
+
+/// Reads every Secret in `text`. A list (see [`is_list`]) contributes its items.
 pub fn secrets(text: &str) -> Result<Vec<Secret>, InputError> {
     let mut out = Vec::new();
     for (i, doc) in documents(text)?.into_iter().enumerate() {
         let index = i + 1;
-        match doc.get("kind").and_then(Value::as_str) {
-            Some("List" | "SecretList") => {
-                let items = doc
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                for item in items {
-                    out.push(secret_from_value(index, item)?);
-                }
+        if is_list(&doc) {
+            let items = doc
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in items {
+                out.push(secret_from_value(index, item)?);
             }
-            _ => out.push(secret_from_value(index, doc)?),
+        } else {
+            out.push(secret_from_value(index, doc)?);
         }
     }
     Ok(out)
@@ -192,6 +202,32 @@ mod tests {
         assert_eq!(secrets(json).unwrap().len(), 2);
         let list = r#"{"kind":"List","items":[{"kind":"Secret","metadata":{"name":"a"}},{"kind":"Secret","metadata":{"name":"b"}}]}"#;
         assert_eq!(secrets(list).unwrap().len(), 2);
+    }
+
+    /// Upstream's integration suite backs keys up with `json.Marshal` of a client-go
+    /// `SecretList`: no `kind` or `apiVersion` on the list or its items. It was read as one empty
+    /// Secret.
+    #[test]
+    fn regression_kindless_secret_list_is_a_list() {
+        let list = r#"{"metadata":{"resourceVersion":"42"},"items":[{"metadata":{"name":"a"},"data":{"tls.key":"eQ=="}},{"metadata":{"name":"b"}}]}"#;
+        let s = secrets(list).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].metadata.name.as_deref(), Some("a"));
+        assert_eq!(s[0].data.as_ref().unwrap()["tls.key"].0, b"y");
+        // An object of another kind with an `items` field is still that kind (and refused).
+        let e = secrets(r#"{"kind":"ConfigMapList","items":[]}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "document 1: expected kind Secret, found ConfigMapList"
+        );
+        // A kind-less Secret stays a Secret.
+        assert_eq!(
+            secrets(r#"{"metadata":{"name":"c"},"stringData":{"k":"v"}}"#).unwrap()[0]
+                .metadata
+                .name
+                .as_deref(),
+            Some("c")
+        );
     }
 
     #[test]

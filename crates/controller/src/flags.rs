@@ -9,7 +9,12 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 /// Unseals SealedSecrets into Secrets, serves the sealing certificate, renews sealing keys.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "keyseal-controller", disable_version_flag = true)]
+// As upstream's controller (Go `flag`): a flag given twice takes its last value.
+#[command(
+    name = "keyseal-controller",
+    disable_version_flag = true,
+    args_override_self = true
+)]
 pub struct Flags {
     /// Prefix of the key Secrets' names (and name of the legacy single key Secret).
     #[arg(
@@ -79,10 +84,12 @@ pub struct Flags {
     #[arg(long, env = "SEALED_SECRETS_ALL_NAMESPACES", default_value_t = true, action = ArgAction::Set)]
     pub all_namespaces: bool,
     /// More namespaces to watch when --all-namespaces=false, comma-separated.
+    // One string in upstream (Go `flag`): given twice, the last list wins.
     #[arg(
         long,
         env = "SEALED_SECRETS_ADDITIONAL_NAMESPACES",
-        value_delimiter = ','
+        value_delimiter = ',',
+        action = ArgAction::Set
     )]
     pub additional_namespaces: Vec<String>,
     /// Only handle SealedSecrets matching this label selector.
@@ -256,6 +263,31 @@ pub fn parse_cutoff(s: &str) -> Result<jiff::Timestamp, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// As upstream's controller (Go `flag`): a repeated flag takes its last value, including the
+    /// comma-separated list of --additional-namespaces.
+    #[test]
+    fn regression_a_repeated_flag_takes_its_last_value() {
+        let f = Flags::try_parse_from([
+            "x",
+            "--key-prefix",
+            "a",
+            "--key-prefix",
+            "b",
+            "--all-namespaces=false",
+            "--all-namespaces=true",
+            "--skip-recreate",
+            "--skip-recreate",
+            "--additional-namespaces",
+            "n1,n2",
+            "--additional-namespaces",
+            "n3,n4",
+        ])
+        .unwrap();
+        assert_eq!(f.key_prefix, "b");
+        assert!(f.all_namespaces && f.skip_recreate);
+        assert_eq!(f.additional_namespaces, ["n3", "n4"]);
+    }
 
     #[test]
     fn flags_are_consistent_and_default_like_upstream() {

@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::flags::{Flags, LogFormat};
 
+/// The version in upstream's form (`v<semver>`, as its Makefile stamps it): printed by
+/// `--version`, logged at start-up and exported as the `build_info` metric's `revision`.
+pub(crate) const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
 fn main() -> std::process::ExitCode {
     let flags = match Flags::try_parse() {
         Ok(f) => f,
@@ -33,7 +37,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     if flags.version {
-        println!("keyseal-controller version: {}", env!("CARGO_PKG_VERSION"));
+        println!("keyseal-controller version: {VERSION}");
         return std::process::ExitCode::SUCCESS;
     }
     init_logging(&flags);
@@ -129,7 +133,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let client = client(&flags).await?;
     let namespace = own_namespace(&flags);
     let identity = identity(&flags);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), namespace = %namespace, identity = %identity, "starting keyseal-controller");
+    tracing::info!(version = VERSION, namespace = %namespace, identity = %identity, "starting keyseal-controller");
 
     let shutdown = CancellationToken::new();
     let ring = Arc::new(keys::KeyRing::new(flags.key_order_priority));

@@ -149,7 +149,7 @@ impl Metrics {
         );
         build_info
             .get_or_create(&BuildLabels {
-                revision: env!("CARGO_PKG_VERSION").into(),
+                revision: crate::VERSION.into(),
             })
             .set(1);
         for reason in ["fetch", "unseal", "update", "unmanaged", "status"] {

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use keyseal_crypto::{Certificate, PublicKey};
 
 use crate::cli::{KubeArgs, SealArgs};
-use crate::error::{Result, err};
+use crate::error::{Result, err, io_text};
 
 /// Reads the certificate PEM named by `--cert`, or fetches it from the controller.
 pub fn fetch_pem(seal: &SealArgs, kube: &KubeArgs) -> Result<Vec<u8>> {
@@ -23,7 +23,8 @@ fn read_source(source: &str) -> Result<Vec<u8>> {
     if let Some(path) = source.strip_prefix("file://") {
         return std::fs::read(path).map_err(|e| {
             err(format!(
-                "cannot read certificate {source} given with --cert: {e}"
+                "cannot read certificate {source} given with --cert: {}",
+                io_text(&e)
             ))
         });
     }
@@ -41,7 +42,8 @@ fn read_source(source: &str) -> Result<Vec<u8>> {
     }
     std::fs::read(source).map_err(|e| {
         err(format!(
-            "cannot read certificate file {source} given with --cert: {e}"
+            "cannot read certificate file {source} given with --cert: {}",
+            io_text(&e)
         ))
         .hint("pass a PEM file, an https:// URL, or omit --cert to fetch it from the cluster")
     })

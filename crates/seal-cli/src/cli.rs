@@ -14,7 +14,11 @@ use keyseal_api::Scope;
 #[command(
     name = "keyseal",
     disable_version_flag = true,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // As kubeseal (pflag): a flag given twice takes its last value, so wrappers can append
+    // overrides (`keyseal --kubeconfig a … --kubeconfig b`). Lists (--from-file,
+    // --recovery-private-key) still accumulate.
+    args_override_self = true
 )]
 pub struct Cli {
     /// keyseal-only commands.

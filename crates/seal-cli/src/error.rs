@@ -38,7 +38,26 @@ impl std::error::Error for CliError {}
 
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
-        CliError::new(e.to_string())
+        CliError::new(io_text(&e))
+    }
+}
+
+/// An operating-system error in Go's words, as kubeseal prints it: the C library's message in
+/// lower case and without Rust's ` (os error N)` suffix (`no such file or directory`,
+/// `permission denied`, `is a directory`), so scripts that match kubeseal's errors match ours.
+/// Other I/O errors keep their own text.
+pub fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let Some(code) = e.raw_os_error() else {
+        return text;
+    };
+    let message = text
+        .strip_suffix(&format!(" (os error {code})"))
+        .unwrap_or(&text);
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
     }
 }
 
@@ -49,3 +68,29 @@ pub fn err(message: impl Into<String>) -> CliError {
 
 /// Result type of the CLI.
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::io_text;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn os_errors_read_as_go_prints_them() {
+        // errno values: ENOENT, EACCES, EISDIR, ENOTDIR.
+        for (errno, go) in [
+            (2, "no such file or directory"),
+            (13, "permission denied"),
+            (21, "is a directory"),
+            (20, "not a directory"),
+        ] {
+            assert_eq!(io_text(&Error::from_raw_os_error(errno)), go);
+        }
+        assert_eq!(
+            io_text(&Error::new(
+                ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8"
+            )),
+            "stream did not contain valid UTF-8"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Result, err};
+use crate::error::{Result, err, io_text};
 
 /// Bytes read from a file or stdin, with the name used in messages.
 pub struct Input {
@@ -26,8 +26,9 @@ pub fn read_input(path: Option<&Path>, flag: &str, tty_note: &str) -> Result<Inp
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| {
                 err(format!(
-                    "cannot read {} given with {flag}: {e}",
-                    p.display()
+                    "cannot read {} given with {flag}: {}",
+                    p.display(),
+                    io_text(&e)
                 ))
                 .hint("check the path and permissions")
             })?;
@@ -45,7 +46,7 @@ pub fn read_input(path: Option<&Path>, flag: &str, tty_note: &str) -> Result<Inp
             stdin
                 .lock()
                 .read_to_end(&mut bytes)
-                .map_err(|e| err(format!("cannot read stdin: {e}")))?;
+                .map_err(|e| err(format!("cannot read stdin: {}", io_text(&e))))?;
             Ok(Input {
                 name: "stdin".to_owned(),
                 bytes,
@@ -107,7 +108,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        err(format!("cannot write {}: {e}", path.display()))
+        err(format!("cannot write {}: {}", path.display(), io_text(&e)))
             .hint("check that the directory exists and is writable")
     })
 }

@@ -1,15 +1,19 @@
 //! The kubeconfig: the default namespace offline, and an API client for the online modes.
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
 use crate::cli::KubeArgs;
-use crate::error::{Result, err};
+use crate::error::{Result, err, io_text};
 
 fn load(args: &KubeArgs) -> Result<Option<Kubeconfig>> {
     let loaded = match &args.kubeconfig {
         Some(path) => Kubeconfig::read_from(path).map(Some).map_err(|e| {
+            let why = match &e {
+                KubeconfigError::ReadConfig(io, _) => io_text(io),
+                other => other.to_string(),
+            };
             err(format!(
-                "cannot read kubeconfig {} given with --kubeconfig: {e}",
+                "cannot read kubeconfig {} given with --kubeconfig: {why}",
                 path.display()
             ))
         })?,

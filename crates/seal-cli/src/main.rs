@@ -30,7 +30,8 @@ fn main() -> ExitCode {
         }
     };
     if cli.seal.version {
-        println!("keyseal version: {}", env!("CARGO_PKG_VERSION"));
+        // Upstream's form, `v<semver>`, so tools that parse kubeseal's version line parse ours.
+        println!("keyseal version: v{}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let result = match &cli.command {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cli::{Cli, Format, KubeArgs, SealArgs};
 use crate::controller::ControllerProxy;
-use crate::error::{CliError, Result, err};
+use crate::error::{CliError, Result, err, io_text};
 use crate::io::{Input, Output, read_input, write_atomically};
 
 const TTY_RESOURCE: &str = "tty detected: expecting json/yaml k8s resource in stdin";
@@ -25,10 +25,6 @@ pub fn run(cli: Cli) -> Result<()> {
     if !args.from_file.is_empty() && !args.raw {
         return Err(err("--from-file requires --raw")
             .hint("use --raw to seal a single value read from a file"));
-    }
-    if args.recovery_unseal && args.recovery_private_key.is_empty() {
-        return Err(err("--recovery-unseal requires --recovery-private-key")
-            .hint("pass the backed-up key file(s) with --recovery-private-key"));
     }
     if !args.recovery_unseal && !args.recovery_private_key.is_empty() {
         eprintln!(
@@ -212,8 +208,9 @@ fn merge_into(
 ) -> Result<()> {
     let original_text = std::fs::read_to_string(target).map_err(|e| {
         err(format!(
-            "cannot read {} given with --merge-into: {e}",
-            target.display()
+            "cannot read {} given with --merge-into: {}",
+            target.display(),
+            io_text(&e)
         ))
         .hint("--merge-into must name an existing SealedSecret file")
     })?;
@@ -288,8 +285,12 @@ fn raw_value(args: &SealArgs) -> Result<Vec<u8>> {
         [] => Ok(read_input(None, "stdin", TTY_RAW)?.bytes),
         [one] => {
             let path = one.split_once('=').map_or(one.as_str(), |(_, path)| path);
-            std::fs::read(path)
-                .map_err(|e| err(format!("cannot read {path} given with --from-file: {e}")))
+            std::fs::read(path).map_err(|e| {
+                err(format!(
+                    "cannot read {path} given with --from-file: {}",
+                    io_text(&e)
+                ))
+            })
         }
         _ => Err(err(
             "must provide only one --from-file when encrypting a single item with --raw",
@@ -320,8 +321,9 @@ fn load_recovery_keys(files: &[std::path::PathBuf]) -> Result<Vec<PrivateKey>> {
     for file in files {
         let bytes = std::fs::read(file).map_err(|e| {
             err(format!(
-                "cannot read {} given with --recovery-private-key: {e}",
-                file.display()
+                "cannot read {} given with --recovery-private-key: {}",
+                file.display(),
+                io_text(&e)
             ))
         })?;
         keys.extend(keys_from_backup(&bytes).map_err(|e| {
@@ -359,6 +361,10 @@ fn unseal_error(
     let error = err(format!("{}: SealedSecret {name}: {e}", input.name));
     if !matches!(e, UnsealError::NoKeyCouldDecrypt { .. }) {
         return error;
+    }
+    // As kubeseal, --recovery-unseal without keys goes on and fails here, with its message.
+    if keys == 0 {
+        return error.hint("no keys were given: pass the controller's backed-up keys (PEM files, or its key Secrets as YAML/JSON) with --recovery-private-key");
     }
     let scope = Scope::from_annotations(ss.metadata.annotations.as_ref());
     let label = String::from_utf8_lossy(&scope.label(

@@ -545,7 +545,7 @@ fn recovery_unseal_with_pem_secret_and_list_backups() {
         run.stderr
     );
     env.run(&["--recovery-unseal", "-f", "sealed.json"], "")
-        .fails_with("--recovery-unseal requires --recovery-private-key");
+        .fails_with("sealed.json: SealedSecret ns/app: no key could decrypt secret (password)");
     env.run(
         &[
             "--recovery-unseal",
@@ -644,7 +644,8 @@ fn version_help_and_completions() {
     let env = Env::new();
     assert_eq!(
         env.run(&["--version"], "").ok().stdout,
-        format!("keyseal version: {}\n", env!("CARGO_PKG_VERSION"))
+        // Upstream's `v<semver>` form; the name stays keyseal's.
+        format!("keyseal version: v{}\n", env!("CARGO_PKG_VERSION"))
     );
     let help = env.run(&["--help"], "").ok().stdout;
     for flag in [

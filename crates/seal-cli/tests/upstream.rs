@@ -147,3 +147,236 @@ fn both_tools_give_the_same_expired_certificate_error() {
         "same first line"
     );
 }
+
+/// The first line of stderr.
+fn first_line(stderr: &str) -> &str {
+    stderr.lines().next().unwrap_or("")
+}
+
+/// Upstream's integration suite appends `--kubeconfig` to flags that already carry one;
+/// wrappers and CI templates append overrides the same way. kubeseal (pflag) takes the last
+/// value; keyseal refused the repeated flag.
+#[test]
+fn regression_a_repeated_flag_takes_its_last_value_as_in_kubeseal() {
+    let mut env = Env::new();
+    let kubeseal = fixture("kubeseal");
+    env.kubeconfig_with_namespace("from-context");
+    env.write("s.yaml", &secret("app", None, &[("k", "v")]));
+    env.write("other.pem", &expired_cert_pem());
+    let args = [
+        "--cert",
+        "other.pem",
+        "--cert",
+        "cert.pem",
+        "-n",
+        "first",
+        "-n",
+        "second",
+        "--kubeconfig",
+        "/nonexistent/a",
+        "--kubeconfig",
+        "kubeconfig",
+        "--controller-name",
+        "a",
+        "--controller-name",
+        "b",
+        "-o",
+        "json",
+        "-o",
+        "yaml",
+        "-f",
+        "s.yaml",
+    ];
+    for program in [
+        &kubeseal,
+        std::path::Path::new(env!("CARGO_BIN_EXE_keyseal")),
+    ] {
+        let run = env.run_program(program, &args, "").ok();
+        assert!(
+            run.stdout.starts_with("---") || run.stdout.starts_with("apiVersion"),
+            "{program:?}: YAML, the last -o"
+        );
+        let sealed = keyseal_api::input::sealed_secrets(&run.stdout)
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            sealed.metadata.namespace.as_deref(),
+            Some("second"),
+            "{program:?}"
+        );
+        assert_eq!(
+            open_value(&sealed.spec.encrypted_data["k"], "second/app").as_deref(),
+            Some("v"),
+            "{program:?}: sealed with the last --cert"
+        );
+    }
+    // The last --kubeconfig is the one read: its context's namespace applies.
+    let run = env
+        .run(
+            &[
+                "--kubeconfig",
+                "/nonexistent",
+                "--kubeconfig",
+                "kubeconfig",
+                "--cert",
+                "cert.pem",
+                "-f",
+                "s.yaml",
+            ],
+            "",
+        )
+        .ok();
+    let sealed = keyseal_api::input::sealed_secrets(&run.stdout)
+        .unwrap()
+        .remove(0);
+    assert_eq!(sealed.metadata.namespace.as_deref(), Some("from-context"));
+    // A boolean flag given twice is accepted too.
+    let raw = env
+        .run(
+            &[
+                "--cert", "cert.pem", "--raw", "--raw", "--name", "app", "-n", "ns",
+            ],
+            "v",
+        )
+        .ok()
+        .stdout;
+    assert_eq!(open_value(&raw, "ns/app").as_deref(), Some("v"));
+}
+
+/// A key backup written by Go's `json.Marshal` of a client-go `SecretList` (what scripts and
+/// operators that back up with client-go write, and upstream's integration suite does) has no
+/// `kind` or `apiVersion`, on the list or its items. keyseal read it as one empty Secret.
+#[test]
+fn regression_recovery_unseal_reads_a_kindless_secret_list_as_kubeseal_does() {
+    let env = Env::new();
+    let kubeseal = fixture("kubeseal");
+    env.write(
+        "s.yaml",
+        &secret("app", Some("ns"), &[("password", "hunter2")]),
+    );
+    env.run(
+        &["--cert", "cert.pem", "-f", "s.yaml", "-w", "sealed.json"],
+        "",
+    )
+    .ok();
+    let (key, cert) = key();
+    let b64 = keyseal_crypto::encode_base64;
+    // The shape json.Marshal gives a SecretList from the API: TypeMeta empty and omitted.
+    let backup = serde_json::json!({
+        "metadata": {"resourceVersion": "1043"},
+        "items": [{
+            "metadata": {
+                "name": "sealed-secrets-keyq7mzr",
+                "generateName": "sealed-secrets-key",
+                "namespace": "kube-system",
+                "uid": "3d4f6c2a-0d6e-4c1b-9d0b-52c0e1a1b2c3",
+                "resourceVersion": "1001",
+                "creationTimestamp": "2026-12-03T10:00:00Z",
+                "labels": {"sealedsecrets.bitnami.com/sealed-secrets-key": "active"},
+                "managedFields": [{"manager": "controller", "operation": "Update", "apiVersion": "v1", "time": "2026-12-03T10:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:tls.crt": {}, "f:tls.key": {}}}}]
+            },
+            "data": {
+                "tls.crt": b64(cert.to_pem().as_bytes()),
+                "tls.key": b64(key.to_pkcs1_pem().as_bytes()),
+            },
+            "type": "kubernetes.io/tls"
+        }]
+    });
+    env.write("keys.json", &backup.to_string());
+    let args = [
+        "--recovery-unseal",
+        "--recovery-private-key",
+        "keys.json",
+        "-f",
+        "sealed.json",
+    ];
+    for program in [
+        &kubeseal,
+        std::path::Path::new(env!("CARGO_BIN_EXE_keyseal")),
+    ] {
+        let run = env.run_program(program, &args, "").ok();
+        let secret = keyseal_api::input::secrets(&run.stdout).unwrap().remove(0);
+        assert_eq!(
+            secret.data.unwrap()["password"].0,
+            b"hunter2",
+            "{program:?}"
+        );
+    }
+}
+
+/// kubeseal goes on without `--recovery-private-key` and fails on the first item no key opens;
+/// scripts match that text. keyseal refused up front with a message of its own.
+#[test]
+fn regression_recovery_unseal_without_keys_fails_as_kubeseal_does() {
+    let env = Env::new();
+    let kubeseal = fixture("kubeseal");
+    env.write(
+        "s.yaml",
+        &secret("app", Some("ns"), &[("password", "hunter2")]),
+    );
+    env.run(
+        &["--cert", "cert.pem", "-f", "s.yaml", "-w", "sealed.json"],
+        "",
+    )
+    .ok();
+    let args = [
+        "--recovery-unseal",
+        "--kubeconfig",
+        "/nonexistent",
+        "-f",
+        "sealed.json",
+    ];
+    let theirs = env.run_program(&kubeseal, &args, "");
+    let ours = env
+        .run(&args, "")
+        .fails_with("no key could decrypt secret (password)");
+    assert_eq!(theirs.code, 1);
+    for stderr in [&theirs.stderr, &ours.stderr] {
+        let line = first_line(stderr);
+        assert!(
+            line.starts_with("error:") && line.ends_with("key could decrypt secret (password)"),
+            "{line:?}"
+        );
+    }
+    assert!(
+        ours.stderr.contains("hint: no keys were given"),
+        "{}",
+        ours.stderr
+    );
+}
+
+/// Scripts grep kubeseal's errors for the system's text (`no such file or directory`); keyseal
+/// printed Rust's (`No such file or directory (os error 2)`).
+#[test]
+fn regression_system_errors_read_as_in_kubeseal() {
+    let env = Env::new();
+    let kubeseal = fixture("kubeseal");
+    std::fs::create_dir(env.path("a-directory")).unwrap();
+    for (args, text) in [
+        (vec!["--cert", "/no/such/file"], "no such file or directory"),
+        (vec!["--cert", "a-directory"], "is a directory"),
+    ] {
+        let theirs = env.run_program(&kubeseal, &args, "");
+        let ours = env.run(&args, "").fails_with(text);
+        for (who, stderr) in [("kubeseal", &theirs.stderr), ("keyseal", &ours.stderr)] {
+            let line = first_line(stderr);
+            assert!(
+                line.starts_with("error:") && line.ends_with(text),
+                "{who} {args:?}: {line:?}"
+            );
+        }
+        assert!(!ours.stderr.contains("os error"), "{}", ours.stderr);
+    }
+    // kubeseal names no cause for an unreadable -f; keyseal gives the system's text all the same.
+    for (file, text) in [
+        ("/no/such/file", "no such file or directory"),
+        ("a-directory", "is a directory"),
+    ] {
+        let run = env
+            .run(&["--cert", "cert.pem", "-f", file], "")
+            .fails_with(&format!(
+                "cannot read {file} given with --secret-file: {text}"
+            ));
+        assert!(!run.stderr.contains("os error"), "{}", run.stderr);
+    }
+}
