@@ -128,11 +128,15 @@ fn lenient_string_map<'de, D: Deserializer<'de>>(
 }
 
 fn encrypted_data_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+    json_schema!({
+        "type": "object",
+        "additionalProperties": { "type": "string" },
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 fn legacy_data_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({ "type": "string", "format": "byte", "x-kubernetes-preserve-unknown-fields": true })
+    json_schema!({ "type": "string", "format": "byte" })
 }
 
 fn template_data_schema(_: &mut SchemaGenerator) -> Schema {
@@ -163,11 +167,40 @@ fn template_metadata_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// The CustomResourceDefinition, with `spec.encryptedData` required as upstream's CRD has it.
+/// The CustomResourceDefinition, structurally upstream's (`crds/` is compared with upstream's own
+/// CRD by a test; the one deliberate difference is `template.data`'s nullable values, above).
+///
+/// The derive gives the shape; this pins what it cannot express: `encryptedData` required and
+/// without a default (the API server answers 422 to a SealedSecret without it, as upstream), no
+/// `nullable` but on `template.metadata` and `template.data`, the `apiVersion`/`kind`/`metadata`
+/// properties and `listKind`.
 pub fn crd()
 -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
     use kube::CustomResourceExt as _;
+
+    fn string(description: &str) -> JSONSchemaProps {
+        JSONSchemaProps {
+            description: Some(description.to_owned()),
+            type_: Some("string".to_owned()),
+            ..JSONSchemaProps::default()
+        }
+    }
+    /// Drops `nullable` below `schema` (the derive marks every `Option` nullable).
+    fn not_nullable(schema: &mut JSONSchemaProps) {
+        schema.nullable = None;
+        for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+            not_nullable(child);
+        }
+        if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) =
+            schema.items.as_mut()
+        {
+            not_nullable(items);
+        }
+    }
+
     let mut crd = SealedSecret::crd();
+    crd.spec.names.list_kind = Some("SealedSecretList".to_owned());
     for version in &mut crd.spec.versions {
         let Some(schema) = version
             .schema
@@ -176,13 +209,48 @@ pub fn crd()
         else {
             continue;
         };
-        if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+        schema.title = None;
+        schema.description = Some(
+            "A Secret sealed (encrypted) to the cluster's sealing key: only the controller can \
+             unseal it, into a Secret of the same name and namespace."
+                .to_owned(),
+        );
+        let properties = schema.properties.get_or_insert_with(Default::default);
+        if let Some(status) = properties.get_mut("status") {
+            not_nullable(status);
+        }
+        if let Some(spec) = properties.get_mut("spec") {
             spec.required = Some(vec!["encryptedData".to_owned()]);
+            for (name, field) in spec.properties.iter_mut().flat_map(|p| p.iter_mut()) {
+                if name == "template" {
+                    for (name, field) in field.properties.iter_mut().flat_map(|p| p.iter_mut()) {
+                        // Upstream's `nullable: true` stays on these two.
+                        if name != "metadata" && name != "data" {
+                            not_nullable(field);
+                        }
+                    }
+                } else {
+                    not_nullable(field);
+                }
+                // From `#[serde(default)]`: with it the API server would fill in `{}`.
+                field.default = None;
+            }
         }
-        // Status is written by either controller; keep fields the other may add.
-        if let Some(status) = schema.properties.as_mut().and_then(|p| p.get_mut("status")) {
-            status.x_kubernetes_preserve_unknown_fields = Some(true);
-        }
+        properties.insert(
+            "apiVersion".to_owned(),
+            string("The versioned schema of this object: bitnami.com/v1alpha1."),
+        );
+        properties.insert(
+            "kind".to_owned(),
+            string("The REST resource this object represents: SealedSecret."),
+        );
+        properties.insert(
+            "metadata".to_owned(),
+            JSONSchemaProps {
+                type_: Some("object".to_owned()),
+                ..JSONSchemaProps::default()
+            },
+        );
     }
     crd
 }

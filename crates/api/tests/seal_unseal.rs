@@ -398,3 +398,22 @@ fn key_indices_refer_to_the_keys_as_given_across_items() {
     );
     assert_eq!(data(&out.secret)["three"], "3");
 }
+
+/// The CRD refuses `encryptedData` values that are not strings (as upstream's), but an object
+/// stored under an older or hand-made CRD may still hold them: they decode as empty values and
+/// unsealing names them, instead of the whole object failing to decode.
+#[test]
+fn non_string_encrypted_data_is_named_by_the_unseal_error() {
+    let ss: SealedSecret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "bitnami.com/v1alpha1",
+        "kind": "SealedSecret",
+        "metadata": {"name": "odd", "namespace": "ns", "uid": "1234-uid"},
+        "spec": {"encryptedData": {"n": 42, "m": {"x": 1}}},
+    }))
+    .expect("decodes despite the non-string values");
+    let e = unseal(&ss, &[key()], UnsealOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, UnsealError::NoKeyCouldDecrypt { items } if items == &["m", "n"]),
+        "{e}"
+    );
+}

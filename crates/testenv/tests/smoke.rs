@@ -60,7 +60,8 @@ async fn crd_schema_is_enforced_by_the_api_server() -> Result<()> {
     assert!(created.uid().is_some());
 
     // Violations of the schema in crds/sealedsecret.yaml (whichever generator wrote it):
-    // spec is a required object, template.data maps to strings, template.immutable is a boolean.
+    // spec is a required object, template.data maps to strings, template.immutable is a boolean,
+    // encryptedData is a required map of strings.
     for (name, spec) in [
         ("spec-not-object", serde_json::json!("sealed")),
         (
@@ -70,6 +71,16 @@ async fn crd_schema_is_enforced_by_the_api_server() -> Result<()> {
         (
             "immutable-not-bool",
             serde_json::json!({ "encryptedData": {}, "template": { "immutable": "yes" } }),
+        ),
+        // Required and without a default, as in upstream's CRD (the generated CRD used to carry
+        // `default: {}`, so the API server filled it in).
+        (
+            "no-encrypted-data",
+            serde_json::json!({ "template": { "type": "Opaque" } }),
+        ),
+        (
+            "encrypted-data-not-string",
+            serde_json::json!({ "encryptedData": { "k": 42 } }),
         ),
     ] {
         let err = api
