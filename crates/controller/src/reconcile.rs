@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 
 /// What the controller remembers about a SealedSecret it handled (in memory only: after a restart
 /// everything is unsealed once, as upstream does).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct Synced {
     /// Generation and scope that were handled; a change to either means unseal again.
     inputs: String,
@@ -53,7 +53,7 @@ pub struct Context {
     pub events: Events,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    synced: Mutex<HashMap<String, Synced>>,
+    ledger: Ledger,
     retries: Retries,
     /// How many SealedSecrets each key (by fingerprint) has opened: the order to try keys in
     /// when there is no per-object hint.
@@ -77,40 +77,121 @@ impl Context {
             flags,
             events,
             metrics,
-            synced: Mutex::default(),
+            ledger: Ledger::default(),
             retries: Retries::default(),
             key_uses: Mutex::default(),
             rsa: Arc::new(Semaphore::new(cpus)),
         })
     }
 
-    /// Forgets permanent failures, so a newly loaded key gets its chance.
-    fn clear_failures(&self) {
-        self.synced
-            .lock()
-            .expect("synced lock")
-            .retain(|_, s| !s.failed);
-    }
-
-    fn forget(&self, key: &str) {
-        self.synced.lock().expect("synced lock").remove(key);
-    }
-
     /// How many synced SealedSecrets each key opened (for the inventory metric).
     pub fn per_key_counts(&self) -> BTreeMap<String, i64> {
+        self.ledger.per_key_counts()
+    }
+}
+
+/// The [`Synced`] records, and which SealedSecrets are being reconciled right now.
+///
+/// A record may only be written by a reconcile that no deletion of the owned Secret overtook:
+/// when the Secret is deleted while the reconcile that wrote it is still running (writing the
+/// status, say), the deletion handler's [`Ledger::forget`] comes first and the reconcile's
+/// record after it, and the reconcile the deletion queued would then skip the SealedSecret as
+/// "already synced" and never recreate the Secret. So `forget` also marks a running reconcile as
+/// overtaken, and [`Ticket::record`] writes nothing for an overtaken one.
+#[derive(Default)]
+struct Ledger(Mutex<LedgerState>);
+
+#[derive(Default)]
+struct LedgerState {
+    synced: HashMap<String, Synced>,
+    /// Keys being reconciled → overtaken by a deletion since the reconcile began. kube-runtime
+    /// runs one reconcile per object at a time, so this holds at most `--workers` entries.
+    running: HashMap<String, bool>,
+}
+
+/// What [`Ledger::begin`] found.
+enum Begin<'a> {
+    /// Handled at these inputs already (synced, or failed for good): nothing to do.
+    Done,
+    /// To be done.
+    Run(Ticket<'a>),
+}
+
+/// A reconcile in progress; [`Ticket::record`] remembers its outcome. Dropped without recording
+/// (a transient failure), it remembers nothing.
+struct Ticket<'a> {
+    ledger: &'a Ledger,
+    key: String,
+    /// The key that opened the SealedSecret last time, tried first.
+    hint: Option<String>,
+}
+
+impl Ledger {
+    fn state(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        self.0.lock().expect("ledger lock")
+    }
+
+    /// Starts the reconcile of `key` unless it was handled at `inputs` already.
+    fn begin(&self, key: &str, inputs: &str) -> Begin<'_> {
+        let mut state = self.state();
+        let hint = match state.synced.get(key) {
+            Some(s) if s.inputs == inputs => return Begin::Done,
+            Some(s) => s.key.clone(),
+            None => None,
+        };
+        state.running.insert(key.to_owned(), false);
+        Begin::Run(Ticket {
+            ledger: self,
+            key: key.to_owned(),
+            hint,
+        })
+    }
+
+    /// Forgets `key` (its owned Secret or the SealedSecret itself was deleted): the next
+    /// reconcile unseals again, including when one is running now.
+    fn forget(&self, key: &str) {
+        let mut state = self.state();
+        state.synced.remove(key);
+        if let Some(overtaken) = state.running.get_mut(key) {
+            *overtaken = true;
+        }
+    }
+
+    /// Forgets permanent failures, so a newly loaded key gets its chance.
+    fn clear_failures(&self) {
+        self.state().synced.retain(|_, s| !s.failed);
+    }
+
+    fn per_key_counts(&self) -> BTreeMap<String, i64> {
         let mut counts = BTreeMap::new();
-        for s in self
-            .synced
-            .lock()
-            .expect("synced lock")
-            .values()
-            .filter(|s| !s.failed)
-        {
+        for s in self.state().synced.values().filter(|s| !s.failed) {
             if let Some(k) = &s.key {
                 *counts.entry(k.clone()).or_insert(0) += 1;
             }
         }
         counts
+    }
+}
+
+impl Ticket<'_> {
+    /// Remembers the outcome, unless a deletion overtook this reconcile (then the next one, which
+    /// the deletion queued, does the work again). Returns whether it was remembered.
+    fn record(self, synced: Synced) -> bool {
+        let mut state = self.ledger.state();
+        let overtaken = state.running.remove(&self.key).unwrap_or(true);
+        if !overtaken {
+            state.synced.insert(self.key.clone(), synced);
+        }
+        !overtaken
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        // After `record` the entry is gone already; after an error it is removed here.
+        if let Ok(mut state) = self.ledger.0.lock() {
+            state.running.remove(&self.key);
+        }
     }
 }
 
@@ -252,19 +333,16 @@ pub async fn reconcile(
     let (ns, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
     let key = object_key(&ns, &name);
     if cached.metadata.deletion_timestamp.is_some() {
-        ctx.forget(&key);
+        ctx.ledger.forget(&key);
         ctx.metrics.forget(&ns, &name);
         return Ok(Action::await_change()); // garbage collection removes the owned Secret
     }
     let inputs = inputs_of(&cached.metadata);
-    let hint = {
-        let synced = ctx.synced.lock().expect("synced lock");
-        match synced.get(&key) {
-            Some(s) if s.inputs == inputs => return Ok(Action::await_change()), // synced, or failed for good
-            Some(s) => s.key.clone(),
-            None => None,
-        }
+    let ticket = match ctx.ledger.begin(&key, &inputs) {
+        Begin::Done => return Ok(Action::await_change()), // synced, or failed for good
+        Begin::Run(ticket) => ticket,
     };
+    let hint = ticket.hint.clone();
     let (ss, unreadable) = cached.parse();
     let outcome = match unreadable {
         None => sync(&ss, &ctx, hint.as_deref()).await,
@@ -277,14 +355,14 @@ pub async fn reconcile(
             // with a metadata-only change, which brings no new generation), the retry must not
             // be skipped as "already synced".
             write_status(&ss, &ctx, true, None, None).await?;
-            ctx.synced.lock().expect("synced lock").insert(
-                key,
-                Synced {
-                    inputs,
-                    key: used_key,
-                    failed: false,
-                },
-            );
+            let remembered = ticket.record(Synced {
+                inputs,
+                key: used_key,
+                failed: false,
+            });
+            if !remembered {
+                tracing::debug!(namespace = %ns, name = %name, "the Secret was deleted during the unseal; unsealing again");
+            }
             ctx.metrics.condition(&ns, &name, Some(true));
             ctx.events.unsealed(&ss).await;
             tracing::info!(namespace = %ns, name = %name, "unsealed");
@@ -312,14 +390,11 @@ pub async fn reconcile(
                 _ => "UpdateFailed",
             };
             write_status(&ss, &ctx, false, Some(&message), Some(reason)).await?;
-            ctx.synced.lock().expect("synced lock").insert(
-                key,
-                Synced {
-                    inputs,
-                    key: hint,
-                    failed: true,
-                },
-            );
+            ticket.record(Synced {
+                inputs,
+                key: hint,
+                failed: true,
+            });
             ctx.metrics.condition(&ns, &name, Some(false));
             Ok(Action::await_change())
         }
@@ -657,8 +732,8 @@ pub async fn run(
             watcher::Config::default().labels(&selector)
         };
         let clear_ctx = ctx.clone();
-        let key_changes =
-            tokio_stream_from_watch(ctx.ring.subscribe()).map(move |()| clear_ctx.clear_failures());
+        let key_changes = tokio_stream_from_watch(ctx.ring.subscribe())
+            .map(move |()| clear_ctx.ledger.clear_failures());
         let stop = stop.clone();
         // The cache holds every SealedSecret (spec as text, see CachedSealedSecret) and drops
         // what only costs memory (managedFields, kubectl's last-applied copy of the object).
@@ -671,8 +746,9 @@ pub async fn run(
             kube::runtime::controller::Config::default()
                 .concurrency(u16::try_from(workers).unwrap_or(u16::MAX)),
         );
-        // Secrets: metadata only, deletions only. A deleted Secret makes its SealedSecret (same
-        // name) unseal again; nothing about unrelated Secrets is kept in memory. With
+        // Secrets: metadata only, deletions only. A deleted Secret that was the SealedSecret's
+        // (see `recreate_on_delete`) makes it unseal again; nothing about unrelated Secrets is
+        // kept in memory. With
         // --skip-recreate the deletions are not watched at all (as upstream): a deleted Secret
         // stays deleted until its SealedSecret changes or the controller restarts.
         if !ctx.flags.skip_recreate {
@@ -688,12 +764,16 @@ pub async fn run(
             );
             controller =
                 controller.watches_stream(deletions, move |meta: PartialObjectMeta<Secret>| {
+                    let recreate = recreate_on_delete(&meta.metadata);
                     let (ns, name) = (
                         meta.metadata.namespace.unwrap_or_default(),
                         meta.metadata.name.unwrap_or_default(),
                     );
-                    forget_ctx.forget(&object_key(&ns, &name));
-                    Some(ObjectRef::<CachedSealedSecret>::new(&name).within(&ns))
+                    if recreate {
+                        forget_ctx.ledger.forget(&object_key(&ns, &name));
+                    }
+                    tracing::debug!(namespace = %ns, name = %name, recreate, "Secret deleted");
+                    recreate.then(|| ObjectRef::<CachedSealedSecret>::new(&name).within(&ns))
                 });
         }
         let graceful = stop.clone();
@@ -736,6 +816,21 @@ pub async fn run(
         }));
     }
     futures::future::join_all(runs).await;
+}
+
+/// Whether a deleted Secret is unsealed again from its SealedSecret (same name): only when it was
+/// the SealedSecret's, that is controlled by a SealedSecret or annotated
+/// `sealedsecrets.bitnami.com/managed: "true"`, as upstream decides. A deleted Secret that
+/// belonged to someone else (one the SealedSecret failed on as unmanaged, or only patched) stays
+/// deleted until the SealedSecret changes.
+fn recreate_on_delete(meta: &ObjectMeta) -> bool {
+    let controlled = meta.owner_references.iter().flatten().any(|o| {
+        o.controller == Some(true)
+            && o.kind == "SealedSecret"
+            && o.api_version.starts_with("bitnami.com/")
+            && meta.name.as_deref() == Some(o.name.as_str())
+    });
+    controlled || is_true(meta.annotations.as_ref(), MANAGED)
 }
 
 /// What the SealedSecret cache does without: the reconciler reads the name, namespace, uid,
@@ -789,6 +884,149 @@ mod tests {
         assert_eq!(ss.spec.template.type_.as_deref(), Some("Opaque"));
         assert_eq!(ss.metadata.name.as_deref(), Some("db"));
         assert_eq!(ss.status.and_then(|s| s.observed_generation), Some(2));
+    }
+
+    fn synced(key: &str) -> Synced {
+        Synced {
+            inputs: "u-1|3|strict".into(),
+            key: Some(key.into()),
+            failed: false,
+        }
+    }
+
+    fn run<'a>(ledger: &'a Ledger, key: &str) -> Ticket<'a> {
+        match ledger.begin(key, "u-1|3|strict") {
+            Begin::Run(ticket) => ticket,
+            Begin::Done => panic!("{key} should be reconciled"),
+        }
+    }
+
+    #[test]
+    fn a_recorded_sync_skips_the_next_reconcile_at_the_same_inputs() {
+        let ledger = Ledger::default();
+        assert_eq!(run(&ledger, "shop/db").hint, None);
+        assert!(run(&ledger, "shop/db").record(synced("SHA256:k1")));
+        assert!(matches!(
+            ledger.begin("shop/db", "u-1|3|strict"),
+            Begin::Done
+        ));
+        // New inputs: reconciled again, the key that opened it last time first.
+        match ledger.begin("shop/db", "u-1|4|strict") {
+            Begin::Run(ticket) => assert_eq!(ticket.hint.as_deref(), Some("SHA256:k1")),
+            Begin::Done => panic!("a new generation is reconciled"),
+        }
+        assert_eq!(
+            ledger.per_key_counts(),
+            BTreeMap::from([("SHA256:k1".into(), 1)])
+        );
+    }
+
+    /// Upstream's integration suite ("Secret Recreation With owned secret should recreate the
+    /// secret", at 5 QPS): the owned Secret was deleted while the reconcile that created it was
+    /// still writing the status. The deletion handler forgot the object, then that reconcile
+    /// recorded it as synced, and the reconcile queued by the deletion skipped it: the Secret was
+    /// not recreated until the SealedSecret changed.
+    #[test]
+    fn regression_a_deletion_during_the_reconcile_is_not_overwritten_by_its_record() {
+        let ledger = Ledger::default();
+        let ticket = run(&ledger, "shop/db");
+        ledger.forget("shop/db"); // the Secret's deletion event, mid-reconcile
+        assert!(
+            !ticket.record(synced("SHA256:k1")),
+            "overtaken: not recorded"
+        );
+        // The reconcile the deletion queued does the work again.
+        assert!(run(&ledger, "shop/db").record(synced("SHA256:k1")));
+        assert!(matches!(
+            ledger.begin("shop/db", "u-1|3|strict"),
+            Begin::Done
+        ));
+        // A deletion of another object's Secret overtakes nothing here.
+        let ticket = run(&ledger, "shop/other");
+        ledger.forget("shop/unrelated");
+        assert!(ticket.record(synced("SHA256:k1")));
+    }
+
+    #[test]
+    fn a_transient_failure_remembers_nothing_and_leaves_no_running_entry() {
+        let ledger = Ledger::default();
+        drop(run(&ledger, "shop/db")); // returned an error: no record
+        assert!(ledger.state().running.is_empty());
+        // A deletion now (no reconcile running) only forgets; the next reconcile records.
+        ledger.forget("shop/db");
+        assert!(run(&ledger, "shop/db").record(synced("SHA256:k1")));
+        assert!(ledger.state().running.is_empty());
+    }
+
+    #[test]
+    fn a_new_key_retries_permanent_failures_only() {
+        let ledger = Ledger::default();
+        assert!(run(&ledger, "shop/ok").record(synced("SHA256:k1")));
+        let mut failed = synced("SHA256:k1");
+        failed.failed = true;
+        assert!(run(&ledger, "shop/bad").record(failed));
+        ledger.clear_failures();
+        assert!(matches!(
+            ledger.begin("shop/ok", "u-1|3|strict"),
+            Begin::Done
+        ));
+        assert!(matches!(
+            ledger.begin("shop/bad", "u-1|3|strict"),
+            Begin::Run(_)
+        ));
+    }
+
+    /// Upstream's integration suite ("Secret Recreation With unowned secret without managed
+    /// annotation / with patch annotation should not recreate the secret"): keyseal used to
+    /// unseal a SealedSecret again on the deletion of any Secret of its name, so an unmanaged
+    /// Secret it had refused to touch came back as the SealedSecret's once deleted. Upstream only
+    /// reacts to Secrets the SealedSecret controls or that are annotated managed.
+    #[test]
+    fn regression_only_the_sealed_secrets_own_secret_is_recreated() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owner = |kind: &str, name: &str, controller| OwnerReference {
+            api_version: "bitnami.com/v1alpha1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: "u-1".into(),
+            controller,
+            ..OwnerReference::default()
+        };
+        let meta = |owners: Vec<OwnerReference>, annotations: &[(&str, &str)]| ObjectMeta {
+            name: Some("db".into()),
+            namespace: Some("shop".into()),
+            owner_references: Some(owners),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        };
+        assert!(recreate_on_delete(&meta(
+            vec![owner("SealedSecret", "db", Some(true))],
+            &[]
+        )));
+        assert!(recreate_on_delete(&meta(vec![], &[(MANAGED, "true")])));
+        assert!(!recreate_on_delete(&meta(vec![], &[])), "unmanaged");
+        assert!(
+            !recreate_on_delete(&meta(vec![], &[(PATCH, "true")])),
+            "patched only"
+        );
+        assert!(!recreate_on_delete(&meta(vec![], &[(MANAGED, "false")])));
+        assert!(
+            !recreate_on_delete(&meta(vec![owner("SealedSecret", "db", None)], &[])),
+            "not the controller"
+        );
+        assert!(!recreate_on_delete(&meta(
+            vec![owner("Deployment", "db", Some(true))],
+            &[]
+        )));
+        assert!(!recreate_on_delete(&meta(
+            vec![owner("SealedSecret", "other", Some(true))],
+            &[]
+        )));
     }
 
     #[test]

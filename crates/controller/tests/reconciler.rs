@@ -900,6 +900,183 @@ async fn skip_recreate_leaves_a_deleted_secret_deleted() -> Result<()> {
     Ok(())
 }
 
+/// Upstream's integration suite at upstream's 5 QPS client limit ("Secret Recreation With owned
+/// secret should recreate the secret"): the owned Secret was deleted while the reconcile that
+/// created it was still writing the status. The deletion was handled first, that reconcile then
+/// recorded the SealedSecret as synced, and the reconcile the deletion queued skipped it: the
+/// Secret stayed deleted until the SealedSecret changed. An admission webhook holds the status
+/// write, so the deletion always lands in that window.
+#[tokio::test]
+async fn regression_a_secret_deleted_while_its_status_is_written_is_recreated() -> Result<()> {
+    use keyseal_testenv::webhook::HoldingWebhook;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let env = Env::new("rc-race").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    // Holds the first status write for "app" (the controller's, after it wrote the Secret).
+    let once = AtomicBool::new(false);
+    let webhook = HoldingWebhook::start(move |a| {
+        a.name == "app"
+            && a.resource == "sealedsecrets/status"
+            && !once.swap(true, Ordering::SeqCst)
+    })?;
+    env.create(&seal_for(&cert, &ns, "probe", &[("k", "v")], Scope::Strict))
+        .await?;
+    let rules = vec![
+        k8s_openapi::api::admissionregistration::v1::RuleWithOperations {
+            api_groups: Some(vec!["bitnami.com".into()]),
+            api_versions: Some(vec!["v1alpha1".into()]),
+            operations: Some(vec!["UPDATE".into()]),
+            resources: Some(vec!["sealedsecrets/status".into()]),
+            scope: Some("Namespaced".into()),
+        },
+    ];
+    let mut n = 0;
+    webhook
+        .register(&env.cluster, &env.ns, rules, || {
+            n += 1;
+            let patch = serde_json::json!({ "status": { "observedGeneration": 100 + n } });
+            let api = api.clone();
+            async move {
+                api.patch_status(
+                    "probe",
+                    &Default::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+                Ok(())
+            }
+        })
+        .await?;
+
+    env.create(&seal_for(
+        &cert,
+        &ns,
+        "app",
+        &[("pw", "RACE-v")],
+        Scope::Strict,
+    ))
+    .await?;
+    let held = webhook.next_held(WAIT).await?;
+    let first = env
+        .secrets()
+        .get_opt("app")
+        .await?
+        .context("the Secret is written before the status")?;
+    env.secrets()
+        .delete("app", &DeleteParams::default())
+        .await?;
+    // The controller has handled the deletion once it logs it (after forgetting the object).
+    await_condition(WAIT, "the controller handling the deletion", || async {
+        let seen = controller.logs().lines().any(|l| {
+            l.contains(r#""message":"Secret deleted""#)
+                && l.contains(&format!(r#""namespace":"{ns}""#))
+                && l.contains(r#""name":"app""#)
+        });
+        Ok(seen.then_some(()))
+    })
+    .await?;
+    held.release();
+
+    let again = env
+        .await_secret("app", |s| s.metadata.uid != first.metadata.uid)
+        .await
+        .map_err(|e| e.context(controller.logs()))?;
+    assert_eq!(pairs(&again), expect(&[("pw", "RACE-v")]));
+    await_status(&api, "app", "True").await?;
+    assert_no_plaintext(&controller, env.admin(), &[&ns], &["RACE-v"]).await?;
+    Ok(())
+}
+
+/// Upstream's integration suite ("Secret Recreation With unowned secret without managed
+/// annotation / with patch annotation should not recreate the secret"): a Secret that was not the
+/// SealedSecret's is not unsealed again when it is deleted (keyseal used to react to the
+/// deletion of any Secret of the SealedSecret's name). Its own Secret still is.
+#[tokio::test]
+async fn regression_a_deleted_unmanaged_secret_is_not_replaced() -> Result<()> {
+    let env = Env::new("rc-unowned-del").await?;
+    let controller = env.start_controller(&[]).await?;
+    let cert = controller.cert().await?;
+    let ns = env.name().to_owned();
+    let api = env.sealed_secrets();
+
+    for (name, annotations) in [("plain", vec![]), ("patched", vec![(PATCH, "true")])] {
+        env.secrets()
+            .create(
+                &PostParams::default(),
+                &existing_secret(name, &annotations, &[], &[("pw", "UNOWNED-theirs")]),
+            )
+            .await?;
+    }
+    // "plain" fails as unmanaged; "patched" is merged into without being taken over (no owner,
+    // as upstream): neither Secret is the SealedSecret's.
+    for name in ["plain", "patched"] {
+        env.create(&seal_for(
+            &cert,
+            &ns,
+            name,
+            &[("pw", "UNOWNED-sealed")],
+            Scope::Strict,
+        ))
+        .await?;
+    }
+    let plain = await_status(&api, "plain", "False").await?;
+    let patched = await_status(&api, "patched", "True").await?;
+    assert!(no_owner(&env.secrets().get("patched").await?));
+    // An owned Secret, deleted after the two: once it is back, the deletions before it in the
+    // same watch were handled too.
+    env.create(&seal_for(
+        &cert,
+        &ns,
+        "marker",
+        &[("pw", "UNOWNED-marker")],
+        Scope::Strict,
+    ))
+    .await?;
+    let marker = env.await_secret("marker", |_| true).await?;
+    for name in ["plain", "patched", "marker"] {
+        env.secrets().delete(name, &DeleteParams::default()).await?;
+    }
+    env.await_secret("marker", |s| s.metadata.uid != marker.metadata.uid)
+        .await?;
+    await_condition(WAIT, "the controller handling the deletions", || async {
+        let logs = controller.logs();
+        let handled = ["plain", "patched", "marker"].iter().all(|name| {
+            logs.lines().any(|l| {
+                l.contains(r#""message":"Secret deleted""#)
+                    && l.contains(&format!(r#""name":"{name}""#))
+            })
+        });
+        Ok(handled.then_some(()))
+    })
+    .await?;
+    for name in ["plain", "patched"] {
+        assert!(
+            env.secrets().get_opt(name).await?.is_none(),
+            "{name} was not the SealedSecret's: not recreated"
+        );
+    }
+    for before in [plain, patched] {
+        let after = api.get(before.metadata.name.as_deref().unwrap()).await?;
+        assert_eq!(
+            after.metadata.resource_version, before.metadata.resource_version,
+            "no new attempt after the deletion"
+        );
+    }
+    assert_no_plaintext(
+        &controller,
+        env.admin(),
+        &[&ns],
+        &["UNOWNED-theirs", "UNOWNED-sealed", "UNOWNED-marker"],
+    )
+    .await?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Immutable targets
 

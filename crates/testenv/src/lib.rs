@@ -15,6 +15,8 @@
 //! See `docs/cluster.md`.
 #![forbid(unsafe_code)]
 
+pub mod webhook;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::future::Future;
