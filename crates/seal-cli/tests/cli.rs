@@ -454,15 +454,7 @@ fn merge_into_updates_the_file_in_place_keeping_existing_items() {
 #[test]
 fn recovery_unseal_with_pem_secret_and_list_backups() {
     let env = Env::new();
-    env.write(
-        "s.yaml",
-        &secret("app", Some("ns"), &[("password", "hunter2")]),
-    );
-    env.run(
-        &["--cert", "cert.pem", "-f", "s.yaml", "-w", "sealed.json"],
-        "",
-    )
-    .ok();
+    env.seal_app();
     let (key, cert) = key();
     let key_secret = keyseal_api::key_secret::new_key_secret(
         "kube-system",

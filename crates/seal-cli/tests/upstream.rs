@@ -250,15 +250,7 @@ fn regression_a_repeated_flag_takes_its_last_value_as_in_kubeseal() {
 fn regression_recovery_unseal_reads_a_kindless_secret_list_as_kubeseal_does() {
     let env = Env::new();
     let kubeseal = fixture("kubeseal");
-    env.write(
-        "s.yaml",
-        &secret("app", Some("ns"), &[("password", "hunter2")]),
-    );
-    env.run(
-        &["--cert", "cert.pem", "-f", "s.yaml", "-w", "sealed.json"],
-        "",
-    )
-    .ok();
+    env.seal_app();
     let (key, cert) = key();
     let b64 = keyseal_crypto::encode_base64;
     // The shape json.Marshal gives a SecretList from the API: TypeMeta empty and omitted.
@@ -310,15 +302,7 @@ fn regression_recovery_unseal_reads_a_kindless_secret_list_as_kubeseal_does() {
 fn regression_recovery_unseal_without_keys_fails_as_kubeseal_does() {
     let env = Env::new();
     let kubeseal = fixture("kubeseal");
-    env.write(
-        "s.yaml",
-        &secret("app", Some("ns"), &[("password", "hunter2")]),
-    );
-    env.run(
-        &["--cert", "cert.pem", "-f", "s.yaml", "-w", "sealed.json"],
-        "",
-    )
-    .ok();
+    env.seal_app();
     let args = [
         "--recovery-unseal",
         "--kubeconfig",

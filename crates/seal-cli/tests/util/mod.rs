@@ -116,6 +116,20 @@ impl Env {
         self.set("KUBECONFIG", &p.display().to_string());
     }
 
+    /// Writes `s.yaml`, the Secret `ns/app` with `password: hunter2`, and seals it with
+    /// `cert.pem` into `sealed.json` (strict scope).
+    pub fn seal_app(&self) {
+        self.write(
+            "s.yaml",
+            &secret("app", Some("ns"), &[("password", "hunter2")]),
+        );
+        self.run(
+            &["--cert", "cert.pem", "-f", "s.yaml", "-w", "sealed.json"],
+            "",
+        )
+        .ok();
+    }
+
     pub fn run(&self, args: &[&str], stdin: &str) -> Run {
         self.run_program(Path::new(env!("CARGO_BIN_EXE_keyseal")), args, stdin)
     }
