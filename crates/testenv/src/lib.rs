@@ -11,6 +11,11 @@
 //! * [`NetnsProcess`] and [`expose_in_netns`] make the API server's service proxy path testable:
 //!   a process in the network namespace `keyseal-net` listens on [`NETNS_IP`], which the API
 //!   server may dial (it refuses loopback endpoints).
+//! * [`PrivatePlane`] starts a whole control plane for one test (a controller watching every
+//!   namespace, objects in `kube-system`); [`Cluster::apply_file`] applies a manifest file and
+//!   [`Cluster::identity`] mints a token for a ServiceAccount it created.
+//! * [`webhook::HoldingWebhook`] holds chosen API requests (a validating admission webhook) so a
+//!   test can force an interleaving, e.g. a deletion while a status write is in flight.
 //!
 //! See `docs/cluster.md`.
 #![forbid(unsafe_code)]
@@ -104,8 +109,13 @@ fn source() -> Result<Source> {
 
 /// Runs `scripts/cluster up` (idempotent: reuses a running plane) and returns its kubeconfig.
 fn cluster_up() -> Result<PathBuf> {
+    cluster_up_with(&[])
+}
+
+fn cluster_up_with(envs: &[(&str, &OsStr)]) -> Result<PathBuf> {
     let out = Command::new(repo_root().join("scripts/cluster"))
         .arg("up")
+        .envs(envs.iter().copied())
         .stderr(Stdio::inherit())
         .output()
         .context("running scripts/cluster up")?;
@@ -136,6 +146,78 @@ async fn client_from(kubeconfig: Kubeconfig) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// A control plane of its own (etcd, kube-apiserver, kube-controller-manager), for a test that
+/// needs a whole cluster to itself: a controller watching every namespace, objects in
+/// `kube-system`. Started by `scripts/cluster up` with its own state directory; it shares the
+/// network namespace [`NETNS`] with the shared plane (a process there listens on its own port) and
+/// is stopped, its state removed, when dropped (kept, with its logs, when the test panicked or
+/// `KEYSEAL_KEEP_NS=1`).
+pub struct PrivatePlane {
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl PrivatePlane {
+    /// Starts a fresh plane (about 3–5 s: a new CA, an empty etcd, the CRDs of `crds/`).
+    pub async fn start() -> Result<Self> {
+        tokio::task::spawn_blocking(|| {
+            // The network namespace belongs to the shared plane: make sure it exists.
+            if !netns_exists() {
+                cluster_up()?;
+            }
+            let dir = tempfile::Builder::new()
+                .prefix("keyseal-plane-")
+                .tempdir()?;
+            let kubeconfig = cluster_up_with(&[
+                ("KEYSEAL_CLUSTER_DIR", dir.path().as_os_str()),
+                ("KEYSEAL_NETNS", OsStr::new("0")),
+            ])?;
+            Ok(Self { dir, kubeconfig })
+        })
+        .await?
+    }
+
+    /// The administrator kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// An administrator connection to this plane.
+    pub async fn cluster(&self) -> Result<Cluster> {
+        Cluster::from_kubeconfig(&self.kubeconfig).await
+    }
+
+    /// Where its components log (`etcd.log`, `kube-apiserver.log`, `kube-controller-manager.log`).
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+}
+
+impl Drop for PrivatePlane {
+    fn drop(&mut self) {
+        let status = Command::new(repo_root().join("scripts/cluster"))
+            .arg("down")
+            .env("KEYSEAL_CLUSTER_DIR", self.dir.path())
+            .env("KEYSEAL_NETNS", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status();
+        if let Err(e) = status {
+            eprintln!(
+                "testenv: stopping the plane in {}: {e}",
+                self.dir.path().display()
+            );
+        }
+        if std::thread::panicking() || std::env::var("KEYSEAL_KEEP_NS").is_ok_and(|v| v == "1") {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("a temp dir"));
+            eprintln!(
+                "testenv: the plane's logs are kept in {}",
+                kept.keep().join("logs").display()
+            );
+        }
+    }
+}
+
 /// A connection to the test control plane with administrator rights.
 ///
 /// Cheap to create; create one per test (a [`Client`] is tied to the tokio runtime it was
@@ -163,6 +245,18 @@ impl Cluster {
             client,
             kubeconfig,
             kubeconfig_path,
+        })
+    }
+
+    /// Connects with an administrator kubeconfig file (e.g. a [`PrivatePlane`]'s).
+    pub async fn from_kubeconfig(path: &Path) -> Result<Self> {
+        let kubeconfig = Kubeconfig::read_from(path)
+            .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+        let client = client_from(kubeconfig.clone()).await?;
+        Ok(Self {
+            client,
+            kubeconfig,
+            kubeconfig_path: Some(path.to_owned()),
         })
     }
 
@@ -212,6 +306,46 @@ impl Cluster {
             keep: std::env::var("KEYSEAL_KEEP_NS").is_ok_and(|v| v == "1"),
             deleted: false,
         })
+    }
+
+    /// Server-side applies every document of a YAML manifest file, as `kubectl apply
+    /// --server-side -f FILE` would (kinds resolved through discovery, namespaced objects into
+    /// their `metadata.namespace`).
+    pub async fn apply_file(&self, path: &Path) -> Result<()> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        for doc in docs.into_iter().filter(|d| !d.is_null()) {
+            let object: kube::api::DynamicObject = serde_json::from_value(doc)
+                .with_context(|| format!("{}: a document is not an object", path.display()))?;
+            let types = object
+                .types
+                .clone()
+                .ok_or_else(|| anyhow!("{}: a document has no apiVersion/kind", path.display()))?;
+            let gvk = kube::api::GroupVersionKind::try_from(&types)?;
+            let (resource, caps) = kube::discovery::pinned_kind(&self.client(), &gvk)
+                .await
+                .with_context(|| format!("discovering {}/{}", types.api_version, types.kind))?;
+            let api: Api<kube::api::DynamicObject> = match (&caps.scope, object.namespace()) {
+                (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                    Api::namespaced_with(self.client(), &ns, &resource)
+                }
+                (kube::discovery::Scope::Namespaced, None) => {
+                    Api::default_namespaced_with(self.client(), &resource)
+                }
+                (kube::discovery::Scope::Cluster, _) => Api::all_with(self.client(), &resource),
+            };
+            let name = object.name_any();
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .with_context(|| format!("applying {} {name} from {}", types.kind, path.display()))?;
+        }
+        Ok(())
     }
 
     /// Applies the SealedSecret CRD from `crds/sealedsecret.yaml` (server-side apply) and waits
@@ -352,6 +486,14 @@ impl Cluster {
                 }
             }
         }
+        self.identity(namespace, name).await
+    }
+
+    /// A token for the existing ServiceAccount `namespace/name` (e.g. one applied from
+    /// `manifests/rbac.yaml`) through the TokenRequest API, as a client and kubeconfig files.
+    pub async fn identity(&self, namespace: &str, name: &str) -> Result<ServiceAccountIdentity> {
+        let pp = PostParams::default();
+        let sa_api = Api::<ServiceAccount>::namespaced(self.client(), namespace);
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 expiration_seconds: Some(3600),

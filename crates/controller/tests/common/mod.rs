@@ -274,9 +274,22 @@ impl ControllerProcess {
     }
 
     /// Starts the controller on loopback, or inside the test network namespace where the API
-    /// server's service proxy can reach it (then `kubeconfig` must be the netns one).
+    /// server's service proxy can reach it (then `kubeconfig` must be the netns one), watching
+    /// only its own namespace.
     pub async fn start_on(
         network: Network,
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::start_watching(network, Watch::OwnNamespace, kubeconfig, namespace, extra).await
+    }
+
+    /// Starts the controller watching `watch` (a test with a plane of its own may let it watch
+    /// every namespace, as installed by default).
+    pub async fn start_watching(
+        network: Network,
+        watch: Watch,
         kubeconfig: &std::path::Path,
         namespace: &str,
         extra: &[&str],
@@ -309,7 +322,7 @@ impl ControllerProcess {
             .args([
                 "--namespace",
                 namespace,
-                "--all-namespaces=false",
+                watch.flag(),
                 "--log-format",
                 "json",
                 "--log-level",
@@ -443,6 +456,24 @@ impl ControllerProcess {
     }
 }
 
+/// Which SealedSecrets a controller under test handles.
+#[derive(Clone, Copy, Debug)]
+pub enum Watch {
+    /// Those in its own namespace (`--all-namespaces=false`): tests share one plane.
+    OwnNamespace,
+    /// All (the default of both controllers): only on a plane of the test's own.
+    All,
+}
+
+impl Watch {
+    fn flag(self) -> &'static str {
+        match self {
+            Watch::OwnNamespace => "--all-namespaces=false",
+            Watch::All => "--all-namespaces=true",
+        }
+    }
+}
+
 /// Where upstream's controller is reachable.
 pub enum Network {
     /// Loopback on this host.
@@ -468,14 +499,34 @@ impl Env {
         network: Network,
         extra: &[&str],
     ) -> Result<UpstreamController> {
+        UpstreamController::start(
+            &self.cluster,
+            &self.sa,
+            self.name(),
+            network,
+            Watch::OwnNamespace,
+            extra,
+        )
+        .await
+    }
+}
+
+impl UpstreamController {
+    /// Starts upstream's controller as `identity` would run in a Pod in `namespace`.
+    pub async fn start(
+        cluster: &Cluster,
+        identity: &ServiceAccountIdentity,
+        namespace: &str,
+        network: Network,
+        watch: Watch,
+        extra: &[&str],
+    ) -> Result<Self> {
         let binary = keyseal_testenv::fixture("controller")?;
         let placement = match network {
             Network::Host => keyseal_testenv::Placement::Host,
             Network::Netns => keyseal_testenv::Placement::Netns,
         };
-        let (mut cmd, dir) =
-            self.cluster
-                .in_cluster_command(&self.sa, self.name(), placement, &binary)?;
+        let (mut cmd, dir) = cluster.in_cluster_command(identity, namespace, placement, &binary)?;
         let log = dir.path().join("upstream.log");
         let (listen_host, port, metrics_port) = match network {
             Network::Host => ("127.0.0.1", free_port(), free_port()),
@@ -486,7 +537,7 @@ impl Env {
             ),
         };
         let api_host = listen_host;
-        cmd.args(["--all-namespaces=false", "--log-info-stdout=false"])
+        cmd.args([watch.flag(), "--log-info-stdout=false"])
             .args([
                 "--listen-addr",
                 &format!("{listen_host}:{port}"),
@@ -499,7 +550,7 @@ impl Env {
             .stderr(std::fs::File::create(&log)?)
             .kill_on_drop(true);
         let child = cmd.spawn().context("starting the upstream controller")?;
-        let mut me = UpstreamController {
+        let mut me = Self {
             child,
             api: format!("http://{api_host}:{port}"),
             port,
@@ -525,9 +576,7 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
 
-impl UpstreamController {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
