@@ -84,3 +84,21 @@ async fn a_restart_unseals_existing_sealed_secrets_without_fetch_errors() -> any
     );
     Ok(())
 }
+
+/// Upstream's integration suite parses `controller version: v<semver>`; keyseal-controller
+/// printed a bare `0.1.0`. It now uses upstream's form under its own name.
+#[test]
+fn regression_version_is_in_upstreams_v_form() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyseal-controller"))
+        .arg("--version")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!(
+            "keyseal-controller version: v{}\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}

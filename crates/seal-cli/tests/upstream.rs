@@ -364,3 +364,19 @@ fn regression_system_errors_read_as_in_kubeseal() {
         assert!(!run.stderr.contains("os error"), "{}", run.stderr);
     }
 }
+
+/// Upstream's `v<semver>` form, so tools that parse kubeseal's version line parse keyseal's
+/// (`kubeseal version: v0.40.0` from upstream's Makefile builds); keyseal printed a bare `0.1.0`.
+/// The binary's name stays keyseal's.
+#[test]
+fn regression_version_is_in_upstreams_v_form() {
+    let line = Env::new().run(&["--version"], "").ok().stdout;
+    let version = line
+        .strip_prefix("keyseal version: v")
+        .and_then(|v| v.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    assert!(
+        version.split('.').count() == 3 && version.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "{line:?}"
+    );
+}
