@@ -92,21 +92,31 @@ impl Context {
 
 /// The [`Synced`] records, and which SealedSecrets are being reconciled right now.
 ///
-/// A record may only be written by a reconcile that no deletion of the owned Secret overtook:
-/// when the Secret is deleted while the reconcile that wrote it is still running (writing the
-/// status, say), the deletion handler's [`Ledger::forget`] comes first and the reconcile's
-/// record after it, and the reconcile the deletion queued would then skip the SealedSecret as
-/// "already synced" and never recreate the Secret. So `forget` also marks a running reconcile as
-/// overtaken, and [`Ticket::record`] writes nothing for an overtaken one.
+/// A record may only be written by a reconcile that nothing overtook: when the Secret is deleted
+/// while the reconcile that wrote it is still running (writing the status, say), the deletion
+/// handler's [`Ledger::forget`] comes first and the reconcile's record after it, and the
+/// reconcile the deletion queued would then skip the SealedSecret as "already synced" and never
+/// recreate the Secret. So `forget` marks a running reconcile as overtaken, and
+/// [`Ticket::record`] writes nothing for it. Likewise a key loaded while a reconcile fails
+/// ([`Ledger::clear_failures`]): that failure is not recorded, so the new key gets its chance.
 #[derive(Default)]
 struct Ledger(Mutex<LedgerState>);
 
 #[derive(Default)]
 struct LedgerState {
     synced: HashMap<String, Synced>,
-    /// Keys being reconciled → overtaken by a deletion since the reconcile began. kube-runtime
-    /// runs one reconcile per object at a time, so this holds at most `--workers` entries.
-    running: HashMap<String, bool>,
+    /// Keys being reconciled, and what happened since each reconcile began. kube-runtime runs
+    /// one reconcile per object at a time, so this holds at most `--workers` entries.
+    running: HashMap<String, Overtaken>,
+}
+
+/// What happened while a reconcile was running.
+#[derive(Clone, Copy, Debug, Default)]
+struct Overtaken {
+    /// Its owned Secret (or itself) was deleted: nothing it found still holds.
+    deleted: bool,
+    /// The keys changed: a failure to unseal may not hold any more.
+    keys: bool,
 }
 
 /// What [`Ledger::begin`] found.
@@ -139,7 +149,7 @@ impl Ledger {
             Some(s) => s.key.clone(),
             None => None,
         };
-        state.running.insert(key.to_owned(), false);
+        state.running.insert(key.to_owned(), Overtaken::default());
         Begin::Run(Ticket {
             ledger: self,
             key: key.to_owned(),
@@ -153,13 +163,18 @@ impl Ledger {
         let mut state = self.state();
         state.synced.remove(key);
         if let Some(overtaken) = state.running.get_mut(key) {
-            *overtaken = true;
+            overtaken.deleted = true;
         }
     }
 
-    /// Forgets permanent failures, so a newly loaded key gets its chance.
+    /// Forgets permanent failures, including those being found right now, so a newly loaded key
+    /// gets its chance.
     fn clear_failures(&self) {
-        self.state().synced.retain(|_, s| !s.failed);
+        let mut state = self.state();
+        state.synced.retain(|_, s| !s.failed);
+        for overtaken in state.running.values_mut() {
+            overtaken.keys = true;
+        }
     }
 
     fn per_key_counts(&self) -> BTreeMap<String, i64> {
@@ -174,15 +189,20 @@ impl Ledger {
 }
 
 impl Ticket<'_> {
-    /// Remembers the outcome, unless a deletion overtook this reconcile (then the next one, which
-    /// the deletion queued, does the work again). Returns whether it was remembered.
+    /// Remembers the outcome, unless something overtook this reconcile: a deletion, or for a
+    /// failure a change of keys (the next reconcile, which either queued, does the work again).
+    /// Returns whether it was remembered.
     fn record(self, synced: Synced) -> bool {
         let mut state = self.ledger.state();
-        let overtaken = state.running.remove(&self.key).unwrap_or(true);
-        if !overtaken {
+        let overtaken = state.running.remove(&self.key).unwrap_or(Overtaken {
+            deleted: true,
+            keys: true,
+        });
+        let keep = !overtaken.deleted && !(overtaken.keys && synced.failed);
+        if keep {
             state.synced.insert(self.key.clone(), synced);
         }
-        !overtaken
+        keep
     }
 }
 
@@ -964,7 +984,7 @@ mod tests {
         assert!(run(&ledger, "shop/ok").record(synced("SHA256:k1")));
         let mut failed = synced("SHA256:k1");
         failed.failed = true;
-        assert!(run(&ledger, "shop/bad").record(failed));
+        assert!(run(&ledger, "shop/bad").record(failed.clone()));
         ledger.clear_failures();
         assert!(matches!(
             ledger.begin("shop/ok", "u-1|3|strict"),
@@ -973,6 +993,21 @@ mod tests {
         assert!(matches!(
             ledger.begin("shop/bad", "u-1|3|strict"),
             Begin::Run(_)
+        ));
+
+        // A key loaded while a reconcile is failing: that failure is not remembered, so the
+        // reconcile the key change queued tries the new key. A success is remembered.
+        let (failing, succeeding) = (run(&ledger, "shop/late"), run(&ledger, "shop/fine"));
+        ledger.clear_failures();
+        assert!(!failing.record(failed));
+        assert!(succeeding.record(synced("SHA256:k1")));
+        assert!(matches!(
+            ledger.begin("shop/late", "u-1|3|strict"),
+            Begin::Run(_)
+        ));
+        assert!(matches!(
+            ledger.begin("shop/fine", "u-1|3|strict"),
+            Begin::Done
         ));
     }
 
