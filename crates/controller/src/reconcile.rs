@@ -198,7 +198,8 @@ impl Ticket<'_> {
             deleted: true,
             keys: true,
         });
-        let keep = !overtaken.deleted && !(overtaken.keys && synced.failed);
+        let stale = overtaken.deleted || (overtaken.keys && synced.failed);
+        let keep = !stale;
         if keep {
             state.synced.insert(self.key.clone(), synced);
         }
