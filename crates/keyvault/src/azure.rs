@@ -20,8 +20,8 @@ use futures::TryStreamExt;
 use crate::error::{BackupError, Result};
 use crate::store::{KeyBackupStore, SecretInfo, SecretMeta, SecretText, StoredSecret};
 
-/// How the client talks to the vault.
-#[derive(Clone, Debug)]
+/// How the client talks to the vault and to the token service.
+#[derive(Clone)]
 pub struct VaultOptions {
     /// Retries of a failed request (connection errors, 408, 429, 5xx) before giving up; the
     /// caller's own backoff takes over after that. Default 3.
@@ -30,6 +30,14 @@ pub struct VaultOptions {
     pub max_total_elapsed: Duration,
     /// Per-request timeout (connect + response). Default 30 s.
     pub timeout: Duration,
+    /// CA certificates (PEM) trusted besides the system's roots, for a vault or token service
+    /// behind a private CA (private endpoints, TLS-inspecting proxies): `--keyvault-ca-file`.
+    /// `SSL_CERT_FILE`/`SSL_CERT_DIR`, when set, replace the system's roots as usual.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// The SDK's check that the 401 challenge's resource is a domain of the vault's host
+    /// (default on). Only for vaults outside the public clouds' `*.vault.azure.net`-style hosts
+    /// (Azure Stack Hub, test servers): `--keyvault-disable-challenge-resource-verification`.
+    pub verify_challenge_resource: bool,
 }
 
 impl Default for VaultOptions {
@@ -38,7 +46,64 @@ impl Default for VaultOptions {
             max_retries: 3,
             max_total_elapsed: Duration::from_secs(30),
             timeout: Duration::from_secs(30),
+            extra_ca_pem: None,
+            verify_challenge_resource: true,
         }
+    }
+}
+
+impl std::fmt::Debug for VaultOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultOptions")
+            .field("max_retries", &self.max_retries)
+            .field("max_total_elapsed", &self.max_total_elapsed)
+            .field("timeout", &self.timeout)
+            .field("extra_ca", &self.extra_ca_pem.is_some())
+            .field("verify_challenge_resource", &self.verify_challenge_resource)
+            .finish()
+    }
+}
+
+impl VaultOptions {
+    /// Adds the CA certificates of a PEM file (`--keyvault-ca-file`).
+    pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<Self> {
+        let pem = std::fs::read(path).map_err(|e| BackupError::Invalid {
+            what: "CA file",
+            value: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| BackupError::Invalid {
+            what: "CA file",
+            value: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.extra_ca_pem = Some(pem);
+        Ok(self)
+    }
+
+    /// The HTTP client for the vault and the token service: HTTPS only, the system's roots plus
+    /// [`Self::extra_ca_pem`].
+    pub fn http_client(&self) -> Result<reqwest::Client> {
+        let invalid = |reason: String| BackupError::Invalid {
+            what: "HTTP client",
+            value: "TLS roots".to_owned(),
+            reason,
+        };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(self.timeout.min(Duration::from_secs(10)))
+            .timeout(self.timeout)
+            .https_only(true);
+        if let Some(pem) = &self.extra_ca_pem {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| invalid(e.to_string()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        builder.build().map_err(|e| invalid(e.to_string()))
+    }
+
+    /// The SDK transport over [`Self::http_client`].
+    pub fn transport(&self) -> Result<Transport> {
+        Ok(Transport::new(Arc::new(self.http_client()?)))
     }
 }
 
@@ -57,53 +122,11 @@ impl std::fmt::Debug for AzureKeyVault {
 }
 
 impl AzureKeyVault {
-    /// A client for the vault at `vault_url` (`https://<name>.vault.azure.net`), trusting the
-    /// platform's roots.
+    /// A client for the vault at `vault_url` (`https://<name>.vault.azure.net`).
     pub fn new(
         vault_url: &str,
         credential: Arc<dyn TokenCredential>,
         options: &VaultOptions,
-    ) -> Result<Self> {
-        let http = base_http(options)
-            .build()
-            .map_err(|e| BackupError::Invalid {
-                what: "HTTP client",
-                value: vault_url.to_owned(),
-                reason: e.to_string(),
-            })?;
-        Self::with_http(vault_url, credential, options, http, true)
-    }
-
-    /// A client for a Key Vault emulator (Lowkey Vault, scripts/keyvault): trusts only the
-    /// test CA in `ca_pem`, authenticates with a static bearer token, and skips the SDK's check
-    /// that the challenge's resource is a `vault.azure.net` domain (an emulator names itself).
-    #[cfg(feature = "emulator")]
-    pub fn emulator(vault_url: &str, ca_pem: &[u8], options: &VaultOptions) -> Result<Self> {
-        let invalid = |reason: String| BackupError::Invalid {
-            what: "emulator CA",
-            value: vault_url.to_owned(),
-            reason,
-        };
-        let ca = reqwest::Certificate::from_pem(ca_pem).map_err(|e| invalid(e.to_string()))?;
-        let http = base_http(options)
-            .tls_certs_only([ca])
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
-        Self::with_http(
-            vault_url,
-            Arc::new(crate::credential::EmulatorToken),
-            options,
-            http,
-            false,
-        )
-    }
-
-    fn with_http(
-        vault_url: &str,
-        credential: Arc<dyn TokenCredential>,
-        options: &VaultOptions,
-        http: reqwest::Client,
-        verify_challenge_resource: bool,
     ) -> Result<Self> {
         let vault = vault_url.trim_end_matches('/').to_owned();
         if !vault.starts_with("https://") {
@@ -114,7 +137,7 @@ impl AzureKeyVault {
             });
         }
         let client_options = ClientOptions {
-            transport: Some(Transport::new(Arc::new(http))),
+            transport: Some(options.transport()?),
             retry: RetryOptions::exponential(ExponentialRetryOptions {
                 max_retries: options.max_retries,
                 max_total_elapsed: duration(options.max_total_elapsed),
@@ -127,7 +150,7 @@ impl AzureKeyVault {
             credential,
             Some(SecretClientOptions {
                 client_options,
-                verify_challenge_resource: Some(verify_challenge_resource),
+                verify_challenge_resource: Some(options.verify_challenge_resource),
                 ..SecretClientOptions::default()
             }),
         )
@@ -239,13 +262,6 @@ impl KeyBackupStore for AzureKeyVault {
         }
         Ok(out)
     }
-}
-
-fn base_http(options: &VaultOptions) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-        .timeout(options.timeout)
-        .https_only(true)
 }
 
 fn duration(d: Duration) -> azure_core::time::Duration {

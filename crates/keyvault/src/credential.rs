@@ -9,10 +9,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_lc_rs::rand::SecureRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::ClientMethodOptions;
+use azure_core::http::{ClientMethodOptions, ClientOptions};
 use azure_identity::{
-    AzureCliCredential, ClientAssertion, ClientAssertionCredential, ClientSecretCredential,
+    AzureCliCredential, ClientAssertion, ClientAssertionCredential,
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
@@ -53,10 +55,6 @@ pub enum CredentialKind {
     ClientCertificate,
     /// The signed-in Azure CLI (`az login`), for operators' workstations.
     AzureCli,
-    /// A static bearer token for the Key Vault emulator in tests. Only with the `emulator`
-    /// feature, which production builds do not enable.
-    #[cfg(feature = "emulator")]
-    EmulatorStaticToken,
 }
 
 impl CredentialKind {
@@ -80,8 +78,6 @@ impl FromStr for CredentialKind {
             "client-secret" => CredentialKind::ClientSecret,
             "client-certificate" => CredentialKind::ClientCertificate,
             "azure-cli" => CredentialKind::AzureCli,
-            #[cfg(feature = "emulator")]
-            "emulator-static-token" => CredentialKind::EmulatorStaticToken,
             other => {
                 return Err(BackupError::CredentialConfig(format!(
                     "unknown credential kind {other:?}; one of: {}",
@@ -200,26 +196,45 @@ impl CredentialConfig {
         }
     }
 
-    /// Creates the credential.
-    pub fn credential(&self) -> Result<Arc<dyn TokenCredential>> {
+    /// Creates the credential. Its requests to the token service go through `http` (the same
+    /// TLS roots as the vault's) to the authority host (`AZURE_AUTHORITY_HOST`, default
+    /// `https://login.microsoftonline.com`).
+    pub fn credential(&self, http: &crate::VaultOptions) -> Result<Arc<dyn TokenCredential>> {
         self.check()?;
         let sdk = |e: azure_core::Error| BackupError::CredentialConfig(e.to_string());
         let tenant = || self.tenant_id.clone().unwrap_or_default();
         let client = || self.client_id.clone().unwrap_or_default();
+        let client_options = || -> Result<ClientOptions> {
+            let mut cloud = CustomConfiguration::default();
+            cloud.authority_host = self.authority_host().to_owned();
+            Ok(ClientOptions {
+                transport: Some(http.transport()?),
+                cloud: Some(Arc::new(CloudConfiguration::Custom(cloud))),
+                ..ClientOptions::default()
+            })
+        };
+        let assertion_options = || -> Result<ClientAssertionCredentialOptions> {
+            Ok(ClientAssertionCredentialOptions {
+                client_options: client_options()?,
+            })
+        };
         Ok(match self.kind {
             CredentialKind::WorkloadIdentity => {
                 WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
                     client_id: self.client_id.clone(),
                     tenant_id: self.tenant_id.clone(),
                     token_file_path: self.federated_token_file.clone(),
-                    ..Default::default()
+                    credential_options: assertion_options()?,
                 }))
                 .map_err(sdk)?
             }
             CredentialKind::ManagedIdentity => {
                 ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
                     user_assigned_id: self.client_id.clone().map(UserAssignedId::ClientId),
-                    ..Default::default()
+                    client_options: ClientOptions {
+                        transport: Some(http.transport()?),
+                        ..ClientOptions::default()
+                    },
                 }))
                 .map_err(sdk)?
             }
@@ -229,25 +244,32 @@ impl CredentialConfig {
                 self.client_secret
                     .clone()
                     .unwrap_or_else(|| Secret::new("")),
-                None,
+                Some(ClientSecretCredentialOptions {
+                    client_options: client_options()?,
+                }),
             )
             .map_err(sdk)?,
             CredentialKind::ClientCertificate => {
                 let path = self.certificate_path.clone().unwrap_or_default();
-                let assertion = CertificateAssertion::load(
-                    &path,
-                    &tenant(),
-                    &client(),
-                    self.authority_host
-                        .as_deref()
-                        .unwrap_or(DEFAULT_AUTHORITY_HOST),
-                )?;
-                ClientAssertionCredential::new(tenant(), client(), assertion, None).map_err(sdk)?
+                let assertion =
+                    CertificateAssertion::load(&path, &tenant(), &client(), self.authority_host())?;
+                ClientAssertionCredential::new(
+                    tenant(),
+                    client(),
+                    assertion,
+                    Some(assertion_options()?),
+                )
+                .map_err(sdk)?
             }
             CredentialKind::AzureCli => AzureCliCredential::new(None).map_err(sdk)?,
-            #[cfg(feature = "emulator")]
-            CredentialKind::EmulatorStaticToken => Arc::new(EmulatorToken),
         })
+    }
+
+    /// The Entra ID authority: `AZURE_AUTHORITY_HOST`, or the public cloud's.
+    pub fn authority_host(&self) -> &str {
+        self.authority_host
+            .as_deref()
+            .unwrap_or(DEFAULT_AUTHORITY_HOST)
     }
 }
 
@@ -344,26 +366,6 @@ impl ClientAssertion for CertificateAssertion {
         self.sign(now).map_err(|e| {
             azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, e.to_string())
         })
-    }
-}
-
-/// The emulator's credential: a fixed bearer token (the emulators accept any token).
-#[cfg(feature = "emulator")]
-#[derive(Debug)]
-pub struct EmulatorToken;
-
-#[cfg(feature = "emulator")]
-#[async_trait]
-impl TokenCredential for EmulatorToken {
-    async fn get_token(
-        &self,
-        _scopes: &[&str],
-        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
-        Ok(azure_core::credentials::AccessToken::new(
-            "keyseal-emulator-token",
-            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-        ))
     }
 }
 

@@ -14,8 +14,9 @@
 //! - [`naming`]: Key Vault secret names under a per-cluster prefix.
 //! - [`VaultReference`] parses `azurekeyvault://<vault-host>/<secret-name>` references.
 //!
-//! With the `emulator` feature (tests only) [`AzureKeyVault::emulator`] talks to a Key Vault
-//! emulator over HTTPS with a test CA and a static token.
+//! [`VaultOptions`] carries the TLS roots (a private CA besides the system's) and the SDK's
+//! challenge-resource check, for vaults outside the public clouds; the credentials use the same
+//! roots for the token service.
 //!
 //! No private key material appears in errors, logs or `Debug` output: key Secrets are wrapped in
 //! [`KeySecret`] and values in [`SecretText`], both redacted and zeroized on drop.

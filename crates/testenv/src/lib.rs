@@ -20,6 +20,7 @@
 //! See `docs/cluster.md`.
 #![forbid(unsafe_code)]
 
+pub mod keyvault;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -487,6 +488,72 @@ impl Cluster {
             }
         }
         self.identity(namespace, name).await
+    }
+
+    /// A token for the ServiceAccount `namespace/name` with the given audiences, valid one hour
+    /// (what the kubelet projects into a pod, e.g. for workload identity with
+    /// `api://AzureADTokenExchange`).
+    pub async fn token(&self, namespace: &str, name: &str, audiences: &[&str]) -> Result<String> {
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let minted: TokenRequest = Api::<ServiceAccount>::namespaced(self.client(), namespace)
+            .create_subresource("token", name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token for {namespace}/{name}"))?;
+        minted
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| anyhow!("TokenRequest returned no token"))
+    }
+
+    /// The cluster's service-account issuer as a relying party (Entra, the Key Vault emulator)
+    /// sees it: its `iss`, and its keys at the API server's `/openid/v1/jwks` (published to
+    /// unauthenticated readers by `scripts/cluster up`), with the API server's CA written into
+    /// `dir`.
+    pub async fn service_account_issuer(&self, dir: &Path) -> Result<keyvault::Issuer> {
+        let req = http::Request::get("/.well-known/openid-configuration").body(Vec::new())?;
+        let doc: serde_json::Value = serde_json::from_str(
+            &self
+                .client()
+                .request_text(req)
+                .await
+                .context("reading the service-account issuer's discovery document")?,
+        )?;
+        let issuer = doc["issuer"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the discovery document has no issuer"))?
+            .to_owned();
+        let (server, ca) = current_cluster(&self.kubeconfig)?;
+        let ca_file = dir.join("kube-apiserver-ca.crt");
+        match (
+            ca.get("certificate-authority-data")
+                .and_then(|v| v.as_str()),
+            ca.get("certificate-authority").and_then(|v| v.as_str()),
+        ) {
+            (Some(data), _) => {
+                use base64::Engine as _;
+                std::fs::write(
+                    &ca_file,
+                    base64::engine::general_purpose::STANDARD.decode(data)?,
+                )?;
+            }
+            (None, Some(file)) => {
+                std::fs::copy(file, &ca_file)?;
+            }
+            _ => bail!("the kubeconfig has no CA"),
+        }
+        Ok(keyvault::Issuer {
+            issuer,
+            jwks_uri: format!("{}/openid/v1/jwks", server.trim_end_matches('/')),
+            ca_file: Some(ca_file),
+        })
     }
 
     /// A token for the existing ServiceAccount `namespace/name` (e.g. one applied from

@@ -1,67 +1,87 @@
 #![allow(dead_code)]
-//! Shared helpers of the Key Vault tests: the vault under test is: the vault `KEYSEAL_KEYVAULT_URL` names (with
-//! `KEYSEAL_KEYVAULT_CA`), or the one `scripts/keyvault up` starts (Lowkey Vault, or the
-//! emulator where Lowkey Vault's jar is not available). Each test uses its own prefix.
+//! Shared helpers of the Key Vault tests. Each test starts its own Key Vault test server
+//! (`keyseal-kv-emulator`, HTTPS with its own test CA, real token checks) and talks to it through
+//! the official Azure SDK exactly as a user's configuration would: a credential built from the
+//! `AZURE_*` variables (`AZURE_AUTHORITY_HOST` pointed at the server), the server's CA added to
+//! the roots (`--keyvault-ca-file`), and the challenge-resource check off, as for any vault
+//! outside the public clouds (`--keyvault-disable-challenge-resource-verification`).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use azure_core::credentials::TokenCredential;
 use k8s_openapi::api::core::v1::Secret;
 use keyseal_api::key_secret::new_key_secret;
 use keyseal_crypto::{CertificateParams, PrivateKey, SystemRng, self_signed_certificate};
-use keyseal_keyvault::{AzureKeyVault, BackupConfig, KeyBackups, VaultOptions};
+use keyseal_keyvault::credential::{
+    ENV_AUTHORITY_HOST, ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_FEDERATED_TOKEN_FILE, ENV_TENANT_ID,
+};
+use keyseal_keyvault::{
+    AzureKeyVault, BackupConfig, CredentialConfig, CredentialKind, KeyBackups, VaultOptions,
+};
+pub use keyseal_testenv::keyvault::{KvEmulator, KvSetup};
 
-/// The vault under test.
-pub struct Vault {
-    /// Its URL.
-    pub url: String,
-    /// The test CA that signed its certificate (PEM).
-    pub ca: Vec<u8>,
+/// An emulator with the default identities (`writer`, `reader`, `stranger`).
+pub async fn emulator() -> KvEmulator {
+    KvEmulator::start(KvSetup::default()).await.unwrap()
 }
 
-pub fn vault() -> &'static Vault {
-    static VAULT: OnceLock<Vault> = OnceLock::new();
-    VAULT.get_or_init(|| {
-        let (url, ca) = match (
-            std::env::var("KEYSEAL_KEYVAULT_URL"),
-            std::env::var("KEYSEAL_KEYVAULT_CA"),
-        ) {
-            (Ok(url), Ok(ca)) if !url.is_empty() => (url, PathBuf::from(ca)),
-            _ => {
-                let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-                let out = Command::new(root.join("scripts/keyvault"))
-                    .arg("up")
-                    .output()
-                    .expect("running scripts/keyvault up");
-                assert!(
-                    out.status.success(),
-                    "scripts/keyvault up failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let text = String::from_utf8(out.stdout).unwrap();
-                let get = |var: &str| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(&format!("export {var}=")))
-                        .unwrap_or_else(|| panic!("no {var} in: {text}"))
-                        .to_owned()
-                };
-                (
-                    get("KEYSEAL_KEYVAULT_URL"),
-                    PathBuf::from(get("KEYSEAL_KEYVAULT_CA")),
-                )
-            }
-        };
-        Vault {
-            url,
-            ca: std::fs::read(&ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display())),
-        }
-    })
+/// Connection options for `kv`: its CA added to the system's roots, the challenge-resource check
+/// off (its host is not a `vault.azure.net` domain).
+pub fn options(kv: &KvEmulator) -> VaultOptions {
+    VaultOptions::default()
+        .with_ca_file(&kv.ca_file())
+        .map(|o| VaultOptions {
+            verify_challenge_resource: false,
+            ..o
+        })
+        .unwrap()
 }
 
-pub fn store() -> AzureKeyVault {
-    AzureKeyVault::emulator(&vault().url, &vault().ca, &VaultOptions::default()).unwrap()
+/// The variables a user would set for identity `name` with a client secret.
+pub fn client_secret_env(kv: &KvEmulator, name: &str) -> HashMap<&'static str, String> {
+    let id = kv.identity(name);
+    HashMap::from([
+        (ENV_TENANT_ID, kv.tenant().to_owned()),
+        (ENV_CLIENT_ID, id.client_id),
+        (
+            ENV_CLIENT_SECRET,
+            id.client_secret.expect("a client secret"),
+        ),
+        (ENV_AUTHORITY_HOST, kv.authority().to_owned()),
+    ])
+}
+
+/// The credential `vars` select, as `CredentialConfig::from_env` would build it.
+pub fn credential_from(
+    kv: &KvEmulator,
+    kind: Option<CredentialKind>,
+    vars: &HashMap<&'static str, String>,
+) -> Arc<dyn TokenCredential> {
+    CredentialConfig::from_lookup(kind, |k| vars.get(k).cloned())
+        .unwrap()
+        .credential(&options(kv))
+        .unwrap()
+}
+
+/// The vault as identity `name` (client secret) sees it.
+pub fn store_as(kv: &KvEmulator, name: &str) -> AzureKeyVault {
+    let credential = credential_from(kv, None, &client_secret_env(kv, name));
+    AzureKeyVault::new(&kv.url, credential, &options(kv)).unwrap()
+}
+
+/// Workload-identity variables: `token_file` holds a Kubernetes service-account token.
+pub fn workload_identity_env(
+    kv: &KvEmulator,
+    name: &str,
+    token_file: &std::path::Path,
+) -> HashMap<&'static str, String> {
+    HashMap::from([
+        (ENV_TENANT_ID, kv.tenant().to_owned()),
+        (ENV_CLIENT_ID, kv.identity(name).client_id),
+        (ENV_FEDERATED_TOKEN_FILE, token_file.display().to_string()),
+        (ENV_AUTHORITY_HOST, kv.authority().to_owned()),
+    ])
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -74,9 +94,14 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{:x}{n}{:x}", std::process::id(), nanos)
 }
 
-pub fn backups(prefix: &str) -> KeyBackups<AzureKeyVault> {
+/// Backups under `prefix`, as the `writer` identity.
+pub fn backups(kv: &KvEmulator, prefix: &str) -> KeyBackups<AzureKeyVault> {
+    backups_with(store_as(kv, "writer"), prefix)
+}
+
+pub fn backups_with(store: AzureKeyVault, prefix: &str) -> KeyBackups<AzureKeyVault> {
     KeyBackups::new(
-        store(),
+        store,
         BackupConfig {
             prefix: prefix.to_owned(),
             cluster: format!("cluster-{prefix}"),
