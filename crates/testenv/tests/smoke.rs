@@ -291,3 +291,74 @@ fn upstream_sealed_secrets_binaries_run() -> Result<()> {
     }
     Ok(())
 }
+
+/// `scripts/keyvault` as a developer and the demo use it: up prints the client's variables, the
+/// server answers the challenge over HTTPS with its CA, the fault switch works, down stops it and
+/// up brings the same vault back.
+#[test]
+fn scripts_keyvault_starts_switches_faults_and_stops() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bin =
+        keyseal_testenv::keyvault::workspace_binary("keyseal-kv-emulator", "keyseal-kv-emulator")?;
+    let script = keyseal_testenv::repo_root().join("scripts/keyvault");
+    let run = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(&script)
+            .args(args)
+            .env("KEYSEAL_KEYVAULT_DIR", dir.path())
+            .env("KEYSEAL_KV_EMULATOR_BIN", &bin)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "scripts/keyvault {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let up = run(&["up"])?;
+    let var = |name: &str| -> Result<String> {
+        up.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .map(str::to_owned)
+            .with_context(|| format!("no {name} in {up}"))
+    };
+    let url = var("KEYSEAL_KEYVAULT_URL")?;
+    ensure!(url.starts_with("https://127.0.0.1:"), "{url}");
+    ensure!(var("AZURE_AUTHORITY_HOST")? == url);
+    for name in ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"] {
+        ensure!(!var(name)?.is_empty(), "{name}");
+    }
+    let status = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+                "--cacert",
+            ])
+            .arg(var("KEYSEAL_KEYVAULT_CA")?)
+            .args(args)
+            .arg(format!("{url}/secrets?api-version=7.6"))
+            .output()?;
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    assert_eq!(status(&[])?, "401", "the challenge");
+    run(&["fault", "throttle", "2"])?;
+    assert_eq!(status(&[])?, "429");
+    run(&["fault", "none"])?;
+    assert_eq!(status(&[])?, "401");
+    let reader = run(&["env", "reader"])?;
+    ensure!(
+        !reader.contains(&var("AZURE_CLIENT_SECRET")?),
+        "another identity"
+    );
+    run(&["down"])?;
+    assert_eq!(status(&[])?, "000", "stopped");
+    let again = run(&["up"])?;
+    ensure!(again.contains(&url), "the same vault again: {again}");
+    run(&["down"])?;
+    Ok(())
+}
