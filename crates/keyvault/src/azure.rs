@@ -164,6 +164,11 @@ impl AzureKeyVault {
 
     fn error(&self, operation: &'static str, name: &str, e: azure_core::Error) -> BackupError {
         let vault = self.vault.clone();
+        let message = chain(&e);
+        // The SDK's refusal of a challenge for another domain carries no kind of its own.
+        if message.contains("challenge resource") {
+            return BackupError::ChallengeResource { vault, message };
+        }
         match e.kind() {
             ErrorKind::HttpResponse {
                 status, error_code, ..

@@ -75,6 +75,16 @@ pub enum BackupError {
         /// Why (never key material).
         reason: String,
     },
+    /// The vault's 401 challenge names a resource outside the vault's own domain, which the SDK
+    /// refuses by default (a vault outside the public clouds' vault domains: turn the check off
+    /// with `VaultOptions::verify_challenge_resource`). Not transient.
+    #[error("key vault {vault}: {message}")]
+    ChallengeResource {
+        /// The vault URL.
+        vault: String,
+        /// The SDK's description.
+        message: String,
+    },
     /// A backup prefix, vault URL or vault reference is malformed.
     #[error("{what} {value:?}: {reason}")]
     Invalid {
@@ -112,6 +122,7 @@ impl BackupError {
             BackupError::Conflict { .. } => "Conflict",
             BackupError::InvalidKeySecret { .. } => "InvalidKeySecret",
             BackupError::Invalid { .. } => "InvalidConfig",
+            BackupError::ChallengeResource { .. } => "ChallengeResourceMismatch",
         }
     }
 }

@@ -40,5 +40,5 @@ pub use backup::{
 pub use credential::{CredentialConfig, CredentialKind};
 pub use error::{BackupError, Result};
 pub use naming::{backup_name, certificate_name};
-pub use reference::VaultReference;
+pub use reference::{SCHEME as REFERENCE_SCHEME, VaultReference};
 pub use store::{KeyBackupStore, SecretInfo, SecretMeta, SecretText, StoredSecret};

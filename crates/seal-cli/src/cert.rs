@@ -5,12 +5,15 @@ use std::time::SystemTime;
 
 use keyseal_crypto::{Certificate, PublicKey};
 
-use crate::cli::{KubeArgs, SealArgs};
+use crate::cli::{KeyVaultArgs, KubeArgs, SealArgs};
 use crate::error::{Result, err, io_text};
 
 /// Reads the certificate PEM named by `--cert`, or fetches it from the controller.
-pub fn fetch_pem(seal: &SealArgs, kube: &KubeArgs) -> Result<Vec<u8>> {
+pub fn fetch_pem(seal: &SealArgs, kube: &KubeArgs, keyvault: &KeyVaultArgs) -> Result<Vec<u8>> {
     match seal.cert.as_deref() {
+        Some(source) if crate::vault::is_reference(source) => {
+            crate::vault::fetch_certificate(source, keyvault)
+        }
         Some(source) => read_source(source),
         None => crate::controller::online(async {
             let proxy = crate::controller::ControllerProxy::connect(kube, seal).await?;

@@ -28,6 +28,37 @@ pub struct Cli {
     pub seal: SealArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
+    #[command(flatten)]
+    pub keyvault: KeyVaultArgs,
+}
+
+/// How `--cert azurekeyvault://…` reaches Azure Key Vault. The credential comes from the usual
+/// `AZURE_*` variables, as with Azure's own SDKs and CLIs.
+#[derive(Args, Debug, Default, Clone)]
+#[command(
+    next_help_heading = "Key Vault (--cert azurekeyvault://<vault-host>/<secret>[/<version>])"
+)]
+pub struct KeyVaultArgs {
+    /// The credential: workload-identity, managed-identity, client-secret, client-certificate or
+    /// azure-cli. Default: inferred from the AZURE_* variables (a federated token file, then a
+    /// client secret, then a certificate, else the managed identity).
+    #[arg(long, env = "KEYSEAL_KEYVAULT_CREDENTIAL", value_name = "KIND", value_parser = parse_credential)]
+    pub keyvault_credential: Option<keyseal_keyvault::CredentialKind>,
+    /// A PEM file of CA certificates to trust besides the system's, for a vault or token service
+    /// behind a private CA (private endpoints, TLS-inspecting proxies). SSL_CERT_FILE is honoured
+    /// too.
+    #[arg(long, env = "KEYSEAL_KEYVAULT_CA_FILE", value_name = "FILE")]
+    pub keyvault_ca_file: Option<PathBuf>,
+    /// Do not check that the vault's authentication challenge names a resource of the vault's
+    /// own domain (the Azure SDK's `verify_challenge_resource`). Only for vaults outside the
+    /// public and sovereign clouds' vault domains, such as Azure Stack Hub or a test server.
+    #[arg(long, env = "KEYSEAL_KEYVAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION")]
+    pub keyvault_disable_challenge_resource_verification: bool,
+}
+
+fn parse_credential(s: &str) -> Result<keyseal_keyvault::CredentialKind, String> {
+    s.parse()
+        .map_err(|e: keyseal_keyvault::BackupError| e.to_string())
 }
 
 /// keyseal-only commands.
@@ -49,6 +80,26 @@ pub enum KeysCommand {
     /// Generate a sealing key pair exactly as the controller would: RSA-4096 and a self-signed
     /// certificate; optionally also the key Secret to install it in a cluster.
     Generate(GenerateArgs),
+    /// Publish a sealing certificate to Azure Key Vault as `<prefix>-sealing-cert`, for offline
+    /// sealing with `--cert azurekeyvault://…`; prints that reference. The same certificate
+    /// again writes nothing.
+    PublishCert(PublishCertArgs),
+}
+
+/// Arguments of `keyseal keys publish-cert`.
+#[derive(Args, Debug)]
+pub struct PublishCertArgs {
+    /// The certificate (PEM), e.g. from --fetch-cert.
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// The vault, `https://<vault-name>.vault.azure.net`.
+    #[arg(long, env = "KEYSEAL_KEYVAULT_URL", value_name = "URL")]
+    pub keyvault_url: String,
+    /// The cluster's name prefix in the vault (the controller's --keyvault-prefix).
+    #[arg(long, env = "KEYSEAL_KEYVAULT_PREFIX")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub keyvault: KeyVaultArgs,
 }
 
 /// Arguments of `keyseal keys generate`.
@@ -92,7 +143,8 @@ pub enum Format {
 /// kubeseal's own flags.
 #[derive(Args, Debug)]
 pub struct SealArgs {
-    /// Certificate / public key file or URL (file path, http://, https://, file://) to seal
+    /// Certificate / public key file or URL (file path, http://, https://, file://, or a
+    /// certificate published in Azure Key Vault: azurekeyvault://<vault-host>/<secret>) to seal
     /// with. Overrides --controller-*.
     #[arg(long, env = "SEALED_SECRETS_CERT", value_name = "FILE|URL")]
     pub cert: Option<String>,

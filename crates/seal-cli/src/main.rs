@@ -10,6 +10,7 @@ mod io;
 mod keys;
 mod kubeconfig;
 mod run;
+mod vault;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(cli::Command::Keys(cli::KeysCommand::Generate(args))) => keys::generate(args),
+        Some(cli::Command::Keys(cli::KeysCommand::PublishCert(args))) => vault::publish(args),
         None => run::run(cli),
     };
     match result {

@@ -20,7 +20,10 @@ const TTY_RAW: &str = "tty detected: expecting a secret to encrypt in stdin";
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<()> {
     let Cli {
-        seal: args, kube, ..
+        seal: args,
+        kube,
+        keyvault,
+        ..
     } = cli;
     if !args.from_file.is_empty() && !args.raw {
         return Err(err("--from-file requires --raw")
@@ -71,7 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
             args.controller_namespace, args.controller_name
         )
     });
-    let pem = crate::cert::fetch_pem(&args, &kube)?;
+    let pem = crate::cert::fetch_pem(&args, &kube, &keyvault)?;
     if args.fetch_cert {
         return output(0o644).write(&pem);
     }

@@ -1,0 +1,196 @@
+//! `keyseal --cert azurekeyvault://<vault>/<secret>`: sealing with a certificate published in
+//! Azure Key Vault, against the Key Vault test server (HTTPS, its own CA and Entra endpoint), with
+//! the credential and TLS settings a user of a vault outside the public clouds would give.
+
+mod util;
+
+use keyseal_keyvault::{AzureKeyVault, BackupConfig, KeyBackups, VaultOptions};
+use keyseal_testenv::keyvault::{KvEmulator, KvSetup};
+use util::*;
+
+/// An emulator where `writer` has published the test certificate as `ci-sealing-cert`, and a
+/// key backup sits beside it.
+async fn vault_with_certificate() -> (KvEmulator, String) {
+    let kv = KvEmulator::start(KvSetup::default()).await.unwrap();
+    let options = VaultOptions {
+        verify_challenge_resource: false,
+        ..VaultOptions::default()
+    }
+    .with_ca_file(&kv.ca_file())
+    .unwrap();
+    let writer = kv.identity("writer");
+    let vars = [
+        ("AZURE_TENANT_ID", kv.tenant().to_owned()),
+        ("AZURE_CLIENT_ID", writer.client_id),
+        ("AZURE_CLIENT_SECRET", writer.client_secret.unwrap()),
+        ("AZURE_AUTHORITY_HOST", kv.authority().to_owned()),
+    ];
+    let credential = keyseal_keyvault::CredentialConfig::from_lookup(None, |k| {
+        vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap()
+    .credential(&options)
+    .unwrap();
+    let backups = KeyBackups::new(
+        AzureKeyVault::new(&kv.url, credential, &options).unwrap(),
+        BackupConfig {
+            prefix: "ci".into(),
+            cluster: "test".into(),
+        },
+    )
+    .unwrap();
+    let reference = backups
+        .publish_certificate(&key().1.to_pem())
+        .await
+        .unwrap();
+    let key_secret = keyseal_api::key_secret::new_key_secret(
+        "kube-system",
+        "sealed-secrets-key",
+        &key().0,
+        &key().1,
+        &Default::default(),
+        &Default::default(),
+    );
+    let mut key_secret = key_secret;
+    key_secret.metadata.name = Some("sealed-secrets-keyabcde".into());
+    backups.backup_key(&key_secret).await.unwrap();
+    let url = format!(
+        "azurekeyvault://{}/{}",
+        kv.url.trim_start_matches("https://"),
+        reference.secret_name
+    );
+    (kv, url)
+}
+
+/// The environment of a CI job signed in as `identity`.
+fn env_as(kv: &KvEmulator, identity: &str) -> Env {
+    let mut env = Env::new();
+    let id = kv.identity(identity);
+    env.set("AZURE_TENANT_ID", kv.tenant());
+    env.set("AZURE_CLIENT_ID", &id.client_id);
+    env.set("AZURE_CLIENT_SECRET", &id.client_secret.unwrap());
+    env.set("AZURE_AUTHORITY_HOST", kv.authority());
+    env
+}
+
+#[tokio::test]
+async fn a_reader_seals_with_the_published_certificate() {
+    let (kv, url) = vault_with_certificate().await;
+    let ca = kv.ca_file().display().to_string();
+    let env = env_as(&kv, "reader");
+    let secret = secret("app", Some("ns"), &[("k", "from the vault's cert")]);
+    let flags = [
+        "--cert",
+        &url,
+        "--keyvault-ca-file",
+        &ca,
+        "--keyvault-disable-challenge-resource-verification",
+    ];
+    let run = env.run(&flags, &secret).ok();
+    let sealed = keyseal_api::input::sealed_secrets(&run.stdout)
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        open_value(&sealed.spec.encrypted_data["k"], "ns/app").as_deref(),
+        Some("from the vault's cert")
+    );
+
+    // SSL_CERT_FILE instead of the flag (it replaces the system's roots), and the flags as
+    // environment variables.
+    let mut env = env_as(&kv, "reader");
+    env.set("SSL_CERT_FILE", &ca);
+    env.set(
+        "KEYSEAL_KEYVAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION",
+        "true",
+    );
+    env.run(&["--cert", &url], &secret).ok();
+
+    // `keyseal keys publish-cert` as the writer: the same certificate again writes nothing and
+    // prints the same reference; the reader may not publish.
+    let mut writer = env_as(&kv, "writer");
+    writer.set(
+        "KEYSEAL_KEYVAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION",
+        "true",
+    );
+    writer.set("KEYSEAL_KEYVAULT_CA_FILE", &ca);
+    let publish = [
+        "keys",
+        "publish-cert",
+        "--cert",
+        "cert.pem",
+        "--keyvault-url",
+        &kv.url,
+        "--prefix",
+        "ci",
+    ];
+    let printed = writer.run(&publish, "").ok().stdout;
+    assert_eq!(printed.trim(), url);
+    let before = kv.requests().await.unwrap().get("set").copied();
+    writer.run(&publish, "").ok();
+    assert_eq!(kv.requests().await.unwrap().get("set").copied(), before);
+    // The reader sees that the same certificate is there (it may read it), but may not write
+    // another.
+    env.run(&publish, "").ok();
+    env.write("other.pem", &expired_cert_pem());
+    let mut other = publish;
+    other[3] = "other.pem";
+    env.run(&other, "").fails_with("HTTP 403");
+
+    // A specific version.
+    let versioned = format!("{url}/{}", "0".repeat(32));
+    env.run(&["--cert", &versioned], &secret)
+        .fails_with("has no secret ci-sealing-cert");
+}
+
+#[tokio::test]
+async fn refusals_are_explained() {
+    let (kv, url) = vault_with_certificate().await;
+    let ca = kv.ca_file().display().to_string();
+    let trusted = ["--keyvault-ca-file", ca.as_str()];
+    let secret = secret("app", Some("ns"), &[("k", "v")]);
+    let with = |extra: &[&str]| -> Vec<String> {
+        let mut flags: Vec<String> = vec!["--cert".into(), url.clone()];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        flags
+    };
+    let run = |env: &Env, flags: &[String]| {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        env.run(&flags, &secret)
+    };
+    let off = "--keyvault-disable-challenge-resource-verification";
+
+    // No role on the certificate.
+    let r = run(
+        &env_as(&kv, "stranger"),
+        &with(&[trusted[0], trusted[1], off]),
+    )
+    .fails_with("HTTP 403");
+    assert!(
+        r.stderr.contains("hint: the identity has no role"),
+        "{}",
+        r.stderr
+    );
+    // The reader may read certificates only, not the key backup beside them.
+    let key_url = url.replace("ci-sealing-cert", "ci-sealed-secrets-keyabcde");
+    let mut flags = with(&[trusted[0], trusted[1], off]);
+    flags[1] = key_url;
+    run(&env_as(&kv, "reader"), &flags).fails_with("HTTP 403");
+    // The vault's own CA not trusted.
+    let r = run(&env_as(&kv, "reader"), &with(&[off])).fails_with("cannot read the certificate");
+    assert!(r.stderr.contains("--keyvault-ca-file"), "{}", r.stderr);
+    // The SDK's challenge check is on by default: this host is not a vault domain.
+    let r = run(&env_as(&kv, "reader"), &with(&trusted)).fails_with("cannot read the certificate");
+    assert!(r.stderr.contains(off), "{}", r.stderr);
+    // A wrong client secret.
+    let mut env = env_as(&kv, "reader");
+    env.set("AZURE_CLIENT_SECRET", "wrong");
+    let r = run(&env, &with(&[trusted[0], trusted[1], off])).fails_with("AADSTS7000215");
+    assert!(
+        !r.stderr.contains("wrong"),
+        "no secret in errors: {}",
+        r.stderr
+    );
+    // A malformed reference.
+    env.run(&["--cert", "azurekeyvault://vault.example"], &secret)
+        .fails_with("no secret name");
+}
