@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -33,14 +32,59 @@ pub const MAX_NAME: usize = 127;
 
 type Result<T, E = KvError> = std::result::Result<T, E>;
 
+/// A request body larger than [`crate::BODY_LIMIT`].
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+/// Bodies over [`crate::BODY_LIMIT`] are still read to the end, up to this many bytes, and
+/// thrown away, so that the client gets the error reply rather than a connection reset while
+/// it is still sending; past this the connection is dropped.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// Reads a request body, keeping at most [`crate::BODY_LIMIT`] bytes of it.
+async fn read_body(mut body: Body) -> std::result::Result<Bytes, BodyTooLarge> {
+    use hyper::body::Body as _;
+    let mut kept = Vec::new();
+    let (mut seen, mut too_large) = (0usize, false);
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => break,
+            // The client went away or broke the framing: nothing useful to read.
+            Some(Err(_)) => return Err(BodyTooLarge),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                seen = seen.saturating_add(data.len());
+                if seen > DRAIN_LIMIT {
+                    return Err(BodyTooLarge);
+                }
+                if seen > crate::BODY_LIMIT {
+                    too_large = true;
+                    kept = Vec::new();
+                } else {
+                    kept.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    if too_large {
+        Err(BodyTooLarge)
+    } else {
+        Ok(Bytes::from(kept))
+    }
+}
+
 /// Every vault request.
 pub async fn handle(
     State(app): State<Arc<App>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
+    let body = read_body(body).await;
     if let Some(fault) = app.fault_response(false).await {
         app.count("fault");
         return fault;
@@ -68,7 +112,7 @@ async fn route(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    body: std::result::Result<Bytes, BodyTooLarge>,
 ) -> Result<Response> {
     let caller = app.authenticate(headers)?;
     let query = Query(serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default());
@@ -80,9 +124,16 @@ async fn route(
         }
         Some(_) => {}
     }
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
+    // HTTP/2 names the host in `:authority` (the URI), HTTP/1.1 in `Host`.
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
         .map_or_else(|| app.authority.clone(), |h| format!("https://{h}"));
     let v = Vault {
         app,
@@ -587,13 +638,14 @@ impl Vault<'_> {
             Some(&entry.name),
         )?;
         let key = entry.name.to_ascii_lowercase();
-        let id = format!("{}/secrets/{}", self.base, entry.name);
+        // The service names the backup's current version.
+        let id = format!("{}/secrets/{}/{}", self.base, entry.name, entry.current);
         self.change(|state| {
             if state.secrets.contains_key(&key) || state.deleted.contains_key(&key) {
                 return Err(KvError::new(
                     StatusCode::CONFLICT,
                     "Conflict",
-                    format!("There was a conflict restoring the secret '{id}'. This may be because the secret already exists, or is in a deleted state that prevents restoring it; recover or purge the deleted secret first."),
+                    format!("There was a conflict restoring the secret '{id}'. A secret of that name exists, or is deleted and not yet purged; recover or purge it first."),
                 ));
             }
             state.secrets.insert(key.clone(), entry);
