@@ -15,8 +15,8 @@ pub fn fetch_pem(seal: &SealArgs, kube: &KubeArgs, keyvault: &KeyVaultArgs) -> R
             crate::vault::fetch_certificate(source, keyvault)
         }
         Some(source) => read_source(source),
-        None => crate::controller::online(async {
-            let proxy = crate::controller::ControllerProxy::connect(kube, seal).await?;
+        None => crate::runtime::block_on(async {
+            let proxy = crate::controller_client::ControllerProxy::connect(kube, seal).await?;
             Ok(proxy.cert().await?.into_bytes())
         }),
     }

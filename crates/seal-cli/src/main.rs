@@ -4,12 +4,13 @@
 
 mod cert;
 mod cli;
-mod controller;
+mod controller_client;
 mod error;
 mod io;
 mod keys;
 mod kubeconfig;
 mod run;
+mod runtime;
 mod vault;
 
 use std::process::ExitCode;

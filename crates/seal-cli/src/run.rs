@@ -10,7 +10,7 @@ use keyseal_crypto::{PrivateKey, PublicKey, encode_base64, seal};
 use serde::Serialize;
 
 use crate::cli::{Cli, Format, KubeArgs, SealArgs};
-use crate::controller::ControllerProxy;
+use crate::controller_client::ControllerProxy;
 use crate::error::{CliError, Result, err, io_text};
 use crate::io::{Input, Output, read_input, write_atomically};
 
@@ -383,7 +383,7 @@ fn unseal_error(
 
 fn validate(input: &Input, args: &SealArgs, kube: &KubeArgs) -> Result<()> {
     let sealed = parse_sealed(input)?;
-    crate::controller::online(async {
+    crate::runtime::block_on(async {
         let proxy = ControllerProxy::connect(kube, args).await?;
         for ss in &sealed {
             let body =
@@ -403,7 +403,7 @@ fn validate(input: &Input, args: &SealArgs, kube: &KubeArgs) -> Result<()> {
 
 fn re_encrypt(input: &Input, args: &SealArgs, kube: &KubeArgs) -> Result<Vec<SealedSecret>> {
     let sealed = parse_sealed(input)?;
-    crate::controller::online(async {
+    crate::runtime::block_on(async {
         let proxy = ControllerProxy::connect(kube, args).await?;
         let mut out = Vec::new();
         for ss in &sealed {

@@ -26,7 +26,7 @@ pub fn fetch_certificate(source: &str, args: &KeyVaultArgs) -> Result<Vec<u8>> {
             .hint("write azurekeyvault://<vault-name>.vault.azure.net/<secret-name>[/<version>]")
     })?;
     let store = connect(&reference.vault_url, args)?;
-    crate::controller::online(async {
+    crate::runtime::block_on(async {
         fetch_certificate_from(&store, &reference.secret_name, reference.version.as_deref())
             .await
             .map(String::into_bytes)
@@ -56,7 +56,7 @@ pub fn publish(args: &PublishCertArgs) -> Result<()> {
         },
     )
     .map_err(|e| err(format!("--prefix: {e}")))?;
-    let reference = crate::controller::online(async {
+    let reference = crate::runtime::block_on(async {
         backups
             .publish_certificate(&pem)
             .await

@@ -1,5 +1,6 @@
-//! Talking to the sealed-secrets controller through the API server's service proxy, exactly as
-//! kubeseal does: `/api/v1/namespaces/<ns>/services/http:<name>:<port-name>/proxy/<path>`.
+//! A client for the sealed-secrets controller's HTTP endpoints (`/v1/cert.pem`, `/v1/verify`,
+//! `/v1/rotate`), reached through the API server's service proxy exactly as kubeseal does:
+//! `/api/v1/namespaces/<ns>/services/http:<name>:<port-name>/proxy/<path>`.
 
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -91,14 +92,4 @@ fn status_code(e: &kube::Error) -> Option<u16> {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
     }
-}
-
-/// Runs an online operation on a single-threaded runtime: the CLI is synchronous otherwise, so
-/// offline sealing never starts one.
-pub fn online<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(format!("cannot start the async runtime: {e}")))?
-        .block_on(f)
 }
