@@ -3,7 +3,22 @@
 
 mod util;
 
+use std::path::Path;
+
 use util::*;
+
+const SCOPES: [&str; 3] = ["strict", "namespace-wide", "cluster-wide"];
+
+/// `--recovery-unseal` with the test key, for either tool.
+const RECOVER: &str = "--recovery-unseal --recovery-private-key key.pem";
+
+/// A raw value sealed strictly for `ns/app`, for either tool.
+const RAW_APP: &str = "--cert cert.pem --raw --name app -n ns";
+
+/// The keyseal binary under test, beside upstream's kubeseal in loops over both.
+fn keyseal() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_keyseal"))
+}
 
 #[test]
 fn kubeseal_seals_and_keyseal_recovers() {
@@ -17,38 +32,25 @@ fn kubeseal_seals_and_keyseal_recovers() {
             &[("password", "hunter2"), ("token", "t0k")],
         ),
     );
-    for scope in ["strict", "namespace-wide", "cluster-wide"] {
+    for scope in SCOPES {
         let sealed = env
-            .run_program(
+            .run_program_line(
                 &kubeseal,
-                &["--cert", "cert.pem", "-f", "s.yaml", "--scope", scope],
+                &format!("--cert cert.pem -f s.yaml --scope {scope}"),
                 "",
             )
             .ok()
             .stdout;
-        let run = env
-            .run(
-                &[
-                    "--recovery-unseal",
-                    "--recovery-private-key",
-                    "key.pem",
-                    "-o",
-                    "yaml",
-                ],
-                &sealed,
-            )
-            .ok();
-        let secret = keyseal_api::input::secrets(&run.stdout).unwrap().remove(0);
+        let secret = env
+            .run_line(&format!("{RECOVER} -o yaml"), &sealed)
+            .ok()
+            .one_secret();
         let data = secret.data.unwrap();
         assert_eq!(data["password"].0, b"hunter2", "{scope}");
         assert_eq!(data["token"].0, b"t0k", "{scope}");
     }
     let raw = env
-        .run_program(
-            &kubeseal,
-            &["--cert", "cert.pem", "--raw", "--name", "app", "-n", "ns"],
-            "raw value",
-        )
+        .run_program_line(&kubeseal, RAW_APP, "raw value")
         .ok()
         .stdout;
     assert_eq!(open_value(&raw, "ns/app").as_deref(), Some("raw value"));
@@ -62,49 +64,22 @@ fn keyseal_seals_and_kubeseal_recovers() {
         "s.yaml",
         &secret("app", Some("ns"), &[("password", "hunter2")]),
     );
-    for scope in ["strict", "namespace-wide", "cluster-wide"] {
-        env.run(
-            &[
-                "--cert",
-                "cert.pem",
-                "-f",
-                "s.yaml",
-                "--scope",
-                scope,
-                "-w",
-                "sealed.json",
-            ],
+    for scope in SCOPES {
+        env.run_line(
+            &format!("--cert cert.pem -f s.yaml --scope {scope} -w sealed.json"),
             "",
         )
         .ok();
-        let run = env
-            .run_program(
-                &kubeseal,
-                &[
-                    "--recovery-unseal",
-                    "--recovery-private-key",
-                    "key.pem",
-                    "-f",
-                    "sealed.json",
-                ],
-                "",
-            )
-            .ok();
-        let secret = keyseal_api::input::secrets(&run.stdout).unwrap().remove(0);
+        let secret = env
+            .run_program_line(&kubeseal, &format!("{RECOVER} -f sealed.json"), "")
+            .ok()
+            .one_secret();
         assert_eq!(secret.data.unwrap()["password"].0, b"hunter2", "{scope}");
     }
     // A raw value too, checked by merging it into a SealedSecret kubeseal then opens.
     let raw = env
-        .run(
-            &[
-                "--cert",
-                "cert.pem",
-                "--raw",
-                "--scope",
-                "namespace-wide",
-                "-n",
-                "ns",
-            ],
+        .run_line(
+            "--cert cert.pem --raw --scope namespace-wide -n ns",
             "merged",
         )
         .ok()
@@ -114,20 +89,10 @@ fn keyseal_seals_and_kubeseal_recovers() {
         serde_json::json!({"sealedsecrets.bitnami.com/namespace-wide": "true"});
     ss["spec"]["encryptedData"] = serde_json::json!({"raw": raw});
     env.write("raw.json", &ss.to_string());
-    let run = env
-        .run_program(
-            &kubeseal,
-            &[
-                "--recovery-unseal",
-                "--recovery-private-key",
-                "key.pem",
-                "-f",
-                "raw.json",
-            ],
-            "",
-        )
-        .ok();
-    let secret = keyseal_api::input::secrets(&run.stdout).unwrap().remove(0);
+    let secret = env
+        .run_program_line(&kubeseal, &format!("{RECOVER} -f raw.json"), "")
+        .ok()
+        .one_secret();
     assert_eq!(secret.data.unwrap()["raw"].0, b"merged");
 }
 
@@ -137,8 +102,9 @@ fn both_tools_give_the_same_expired_certificate_error() {
     let kubeseal = fixture("kubeseal");
     env.write("expired.pem", &expired_cert_pem());
     env.write("s.yaml", &secret("app", Some("ns"), &[("k", "v")]));
-    let theirs = env.run_program(&kubeseal, &["--cert", "expired.pem", "-f", "s.yaml"], "");
-    let ours = env.run(&["--cert", "expired.pem", "-f", "s.yaml"], "");
+    let args = args("--cert expired.pem -f s.yaml");
+    let theirs = env.run_program(&kubeseal, &args, "");
+    let ours = env.run(&args, "");
     assert_eq!((theirs.code, ours.code), (1, 1));
     let first = |s: &str| s.lines().next().unwrap_or("").to_owned();
     assert_eq!(
@@ -163,42 +129,18 @@ fn regression_a_repeated_flag_takes_its_last_value_as_in_kubeseal() {
     env.kubeconfig_with_namespace("from-context");
     env.write("s.yaml", &secret("app", None, &[("k", "v")]));
     env.write("other.pem", &expired_cert_pem());
-    let args = [
-        "--cert",
-        "other.pem",
-        "--cert",
-        "cert.pem",
-        "-n",
-        "first",
-        "-n",
-        "second",
-        "--kubeconfig",
-        "/nonexistent/a",
-        "--kubeconfig",
-        "kubeconfig",
-        "--controller-name",
-        "a",
-        "--controller-name",
-        "b",
-        "-o",
-        "json",
-        "-o",
-        "yaml",
-        "-f",
-        "s.yaml",
-    ];
-    for program in [
-        &kubeseal,
-        std::path::Path::new(env!("CARGO_BIN_EXE_keyseal")),
-    ] {
+    let args = args(
+        "--cert other.pem --cert cert.pem -n first -n second \
+         --kubeconfig /nonexistent/a --kubeconfig kubeconfig \
+         --controller-name a --controller-name b -o json -o yaml -f s.yaml",
+    );
+    for program in [&kubeseal, keyseal()] {
         let run = env.run_program(program, &args, "").ok();
         assert!(
             run.stdout.starts_with("---") || run.stdout.starts_with("apiVersion"),
             "{program:?}: YAML, the last -o"
         );
-        let sealed = keyseal_api::input::sealed_secrets(&run.stdout)
-            .unwrap()
-            .remove(0);
+        let sealed = run.one_sealed();
         assert_eq!(
             sealed.metadata.namespace.as_deref(),
             Some("second"),
@@ -211,33 +153,17 @@ fn regression_a_repeated_flag_takes_its_last_value_as_in_kubeseal() {
         );
     }
     // The last --kubeconfig is the one read: its context's namespace applies.
-    let run = env
-        .run(
-            &[
-                "--kubeconfig",
-                "/nonexistent",
-                "--kubeconfig",
-                "kubeconfig",
-                "--cert",
-                "cert.pem",
-                "-f",
-                "s.yaml",
-            ],
+    let sealed = env
+        .run_line(
+            "--kubeconfig /nonexistent --kubeconfig kubeconfig --cert cert.pem -f s.yaml",
             "",
         )
-        .ok();
-    let sealed = keyseal_api::input::sealed_secrets(&run.stdout)
-        .unwrap()
-        .remove(0);
+        .ok()
+        .one_sealed();
     assert_eq!(sealed.metadata.namespace.as_deref(), Some("from-context"));
     // A boolean flag given twice is accepted too.
     let raw = env
-        .run(
-            &[
-                "--cert", "cert.pem", "--raw", "--raw", "--name", "app", "-n", "ns",
-            ],
-            "v",
-        )
+        .run_line("--cert cert.pem --raw --raw --name app -n ns", "v")
         .ok()
         .stdout;
     assert_eq!(open_value(&raw, "ns/app").as_deref(), Some("v"));
@@ -275,19 +201,9 @@ fn regression_recovery_unseal_reads_a_kindless_secret_list_as_kubeseal_does() {
         }]
     });
     env.write("keys.json", &backup.to_string());
-    let args = [
-        "--recovery-unseal",
-        "--recovery-private-key",
-        "keys.json",
-        "-f",
-        "sealed.json",
-    ];
-    for program in [
-        &kubeseal,
-        std::path::Path::new(env!("CARGO_BIN_EXE_keyseal")),
-    ] {
-        let run = env.run_program(program, &args, "").ok();
-        let secret = keyseal_api::input::secrets(&run.stdout).unwrap().remove(0);
+    let args = args("--recovery-unseal --recovery-private-key keys.json -f sealed.json");
+    for program in [&kubeseal, keyseal()] {
+        let secret = env.run_program(program, &args, "").ok().one_secret();
         assert_eq!(
             secret.data.unwrap()["password"].0,
             b"hunter2",
@@ -303,13 +219,7 @@ fn regression_recovery_unseal_without_keys_fails_as_kubeseal_does() {
     let env = Env::new();
     let kubeseal = fixture("kubeseal");
     env.seal_app();
-    let args = [
-        "--recovery-unseal",
-        "--kubeconfig",
-        "/nonexistent",
-        "-f",
-        "sealed.json",
-    ];
+    let args = args("--recovery-unseal --kubeconfig /nonexistent -f sealed.json");
     let theirs = env.run_program(&kubeseal, &args, "");
     let ours = env
         .run(&args, "")

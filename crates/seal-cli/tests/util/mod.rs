@@ -6,6 +6,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::core::v1::Secret;
+use keyseal_api::SealedSecret;
 use keyseal_crypto::{
     Certificate, CertificateParams, PrivateKey, SystemRng, self_signed_certificate,
 };
@@ -48,6 +50,47 @@ impl Run {
         );
         self
     }
+
+    /// The SealedSecrets on stdout.
+    #[track_caller]
+    pub fn sealed(&self) -> Vec<SealedSecret> {
+        sealed(&self.stdout)
+    }
+
+    /// The one SealedSecret on stdout.
+    #[track_caller]
+    pub fn one_sealed(&self) -> SealedSecret {
+        one(self.sealed())
+    }
+
+    /// The one Secret on stdout (`--recovery-unseal`'s output).
+    #[track_caller]
+    pub fn one_secret(&self) -> Secret {
+        one(secrets(&self.stdout))
+    }
+}
+
+#[track_caller]
+fn one<T>(mut objects: Vec<T>) -> T {
+    assert_eq!(objects.len(), 1, "expected exactly one object");
+    objects.remove(0)
+}
+
+/// The SealedSecrets in `text` (JSON or YAML, several allowed).
+#[track_caller]
+pub fn sealed(text: &str) -> Vec<SealedSecret> {
+    keyseal_api::input::sealed_secrets(text).expect("output parses as SealedSecrets")
+}
+
+/// The Secrets in `text` (JSON or YAML, several allowed).
+#[track_caller]
+pub fn secrets(text: &str) -> Vec<Secret> {
+    keyseal_api::input::secrets(text).expect("output parses as Secrets")
+}
+
+/// A command line written as one string, split on whitespace (no argument holds a space).
+pub fn args(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
 }
 
 /// A temporary directory holding a sealing key pair and a kubeconfig-free environment.
@@ -100,6 +143,16 @@ impl Env {
         std::fs::read_to_string(self.path(name)).unwrap()
     }
 
+    /// The permission bits of the file `name`.
+    pub fn mode(&self, name: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(self.path(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
     pub fn set(&mut self, key: &str, value: &str) {
         self.vars.retain(|(k, _)| k != key);
         self.vars.push((key.to_owned(), value.to_owned()));
@@ -123,15 +176,22 @@ impl Env {
             "s.yaml",
             &secret("app", Some("ns"), &[("password", "hunter2")]),
         );
-        self.run(
-            &["--cert", "cert.pem", "-f", "s.yaml", "-w", "sealed.json"],
-            "",
-        )
-        .ok();
+        self.run_line("--cert cert.pem -f s.yaml -w sealed.json", "")
+            .ok();
     }
 
     pub fn run(&self, args: &[&str], stdin: &str) -> Run {
         self.run_program(Path::new(env!("CARGO_BIN_EXE_keyseal")), args, stdin)
+    }
+
+    /// Runs keyseal with the command line `line` (see [`args`]).
+    pub fn run_line(&self, line: &str, stdin: &str) -> Run {
+        self.run(&args(line), stdin)
+    }
+
+    /// Runs `program` with the command line `line` (see [`args`]).
+    pub fn run_program_line(&self, program: &Path, line: &str, stdin: &str) -> Run {
+        self.run_program(program, &args(line), stdin)
     }
 
     pub fn run_program(&self, program: &Path, args: &[&str], stdin: &str) -> Run {
@@ -177,6 +237,11 @@ pub fn open_value(b64: &str, label: &str) -> Option<String> {
     keyseal_crypto::open([&key().0], label.as_bytes(), &bytes)
         .ok()
         .map(|o| String::from_utf8(o.plaintext.to_vec()).unwrap())
+}
+
+/// Opens item `item` of `ss` with the test key under `label`.
+pub fn open_item(ss: &SealedSecret, item: &str, label: &str) -> Option<String> {
+    open_value(&ss.spec.encrypted_data[item], label)
 }
 
 /// A certificate that expired on 2020-02-15.
