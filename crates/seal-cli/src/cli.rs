@@ -172,7 +172,7 @@ pub struct SealArgs {
     /// Output format for sealed secrets (a -w file ending in .yaml or .yml implies yaml).
     #[arg(
         short = 'o',
-        long = "format",
+        long,
         env = "SEALED_SECRETS_FORMAT",
         value_enum,
         default_value = "json"
@@ -182,7 +182,7 @@ pub struct SealArgs {
     /// Secret (input) file; stdin when absent.
     #[arg(
         short = 'f',
-        long = "secret-file",
+        long,
         env = "SEALED_SECRETS_SECRET_FILE",
         value_name = "FILE"
     )]
@@ -191,7 +191,7 @@ pub struct SealArgs {
     /// Sealed-secret (output) file, written atomically and only if everything succeeded.
     #[arg(
         short = 'w',
-        long = "sealed-secret-file",
+        long,
         env = "SEALED_SECRETS_SEALED_SECRET_FILE",
         value_name = "FILE"
     )]
@@ -212,7 +212,7 @@ pub struct SealArgs {
 
     /// (only with --raw) read the value from a file: `[key=]path`, as in kubectl.
     #[arg(
-        long = "from-file",
+        long,
         env = "SEALED_SECRETS_FROM_FILE",
         value_delimiter = ',',
         value_name = "[KEY=]PATH"
@@ -220,19 +220,11 @@ pub struct SealArgs {
     pub from_file: Vec<String>,
 
     /// Merge the input Secret's items into an existing SealedSecret file, in place.
-    #[arg(
-        long = "merge-into",
-        env = "SEALED_SECRETS_MERGE_INTO",
-        value_name = "FILE"
-    )]
+    #[arg(long, env = "SEALED_SECRETS_MERGE_INTO", value_name = "FILE")]
     pub merge_into: Option<PathBuf>,
 
     /// Re-encrypt a SealedSecret with the cluster's newest key (through the controller).
-    #[arg(
-        long = "re-encrypt",
-        visible_alias = "rotate",
-        env = "SEALED_SECRETS_RE_ENCRYPT"
-    )]
+    #[arg(long, visible_alias = "rotate", env = "SEALED_SECRETS_RE_ENCRYPT")]
     pub re_encrypt: bool,
 
     /// Check that the controller can decrypt the input SealedSecret.
@@ -240,13 +232,13 @@ pub struct SealArgs {
     pub validate: bool,
 
     /// Decrypt SealedSecrets from the input with --recovery-private-key (disaster recovery).
-    #[arg(long = "recovery-unseal", env = "SEALED_SECRETS_RECOVERY_UNSEAL")]
+    #[arg(long, env = "SEALED_SECRETS_RECOVERY_UNSEAL")]
     pub recovery_unseal: bool,
 
     /// Private key file(s) for --recovery-unseal: PEM keys, or a backup of the controller's key
     /// Secret(s) as JSON/YAML (Secret, SecretList or List). Repeat or separate with commas.
     #[arg(
-        long = "recovery-private-key",
+        long,
         env = "SEALED_SECRETS_RECOVERY_PRIVATE_KEY",
         value_delimiter = ',',
         value_name = "FILE"
@@ -254,7 +246,7 @@ pub struct SealArgs {
     pub recovery_private_key: Vec<PathBuf>,
 
     /// Allow a Secret without data.
-    #[arg(long = "allow-empty-data", env = "SEALED_SECRETS_ALLOW_EMPTY_DATA")]
+    #[arg(long, env = "SEALED_SECRETS_ALLOW_EMPTY_DATA")]
     pub allow_empty_data: bool,
 
     /// Print version information and exit.
@@ -287,13 +279,10 @@ pub struct KubeArgs {
     #[arg(long, env = "SEALED_SECRETS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Do not verify the API server's certificate (insecure).
-    #[arg(
-        long = "insecure-skip-tls-verify",
-        env = "SEALED_SECRETS_INSECURE_SKIP_TLS_VERIFY"
-    )]
+    #[arg(long, env = "SEALED_SECRETS_INSECURE_SKIP_TLS_VERIFY")]
     pub insecure_skip_tls_verify: bool,
     /// Timeout of API requests, e.g. `30s` or `1m`.
-    #[arg(long = "request-timeout", env = "SEALED_SECRETS_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    #[arg(long, env = "SEALED_SECRETS_REQUEST_TIMEOUT", value_parser = parse_duration)]
     pub request_timeout: Option<std::time::Duration>,
 }
 
@@ -333,6 +322,28 @@ mod tests {
     #[test]
     fn flag_definitions_are_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// kubeseal binds every flag to `SEALED_SECRETS_<FLAG>`; a typo in one `env = …` would
+    /// silently break a user's environment.
+    #[test]
+    fn kubeseal_flags_read_sealed_secrets_variables() {
+        let command = super::Cli::command();
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long.starts_with("keyvault-") || ["version", "help"].contains(&long) {
+                continue;
+            }
+            let expected = format!("SEALED_SECRETS_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(expected.as_str()),
+                "--{long}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 26, "kubeseal's flags (SealArgs and KubeArgs)");
     }
 
     #[test]
