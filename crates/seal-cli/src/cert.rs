@@ -63,3 +63,19 @@ pub fn sealing_key(pem: &[u8], source: &str) -> Result<PublicKey> {
     })?;
     Ok(key.clone())
 }
+
+/// The sealing key of the certificate `--cert` names (or the controller serves).
+pub fn fetch_sealing_key(
+    flags: &SealArgs,
+    kube: &KubeArgs,
+    keyvault: &KeyVaultArgs,
+) -> Result<PublicKey> {
+    let source = flags.cert.clone().unwrap_or_else(|| {
+        format!(
+            "the controller {}/{}",
+            flags.controller_namespace, flags.controller_name
+        )
+    });
+    let pem = fetch_pem(flags, kube, keyvault)?;
+    sealing_key(&pem, &source)
+}

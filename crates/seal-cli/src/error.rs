@@ -66,6 +66,14 @@ pub fn err(message: impl Into<String>) -> CliError {
     CliError::new(message)
 }
 
+/// `namespace/name`, or `name` without a namespace, as messages name an object.
+pub fn object_name(ns: Option<&str>, name: Option<&str>) -> String {
+    match ns {
+        Some(ns) => format!("{ns}/{}", name.unwrap_or("")),
+        None => name.unwrap_or("").to_owned(),
+    }
+}
+
 /// Result type of the CLI.
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
 

@@ -1,8 +1,14 @@
-//! Reading inputs and writing outputs: named sources for error messages, atomic output files.
+//! Reading inputs and writing outputs: named sources for error messages, the destination and
+//! format `-w`/`-o` select, rendering as JSON or YAML, atomic output files.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::core::v1::Secret;
+use keyseal_api::SealedSecret;
+use serde::Serialize;
+
+use crate::cli::{Format, SealArgs};
 use crate::error::{Result, err, io_text};
 
 /// Bytes read from a file or stdin, with the name used in messages.
@@ -17,6 +23,17 @@ impl Input {
     /// The contents as UTF-8 text.
     pub fn text(&self) -> Result<&str> {
         std::str::from_utf8(&self.bytes).map_err(|_| err(format!("{}: not UTF-8 text", self.name)))
+    }
+
+    /// The Secrets in the input.
+    pub fn secrets(&self) -> Result<Vec<Secret>> {
+        keyseal_api::input::secrets(self.text()?).map_err(|e| err(format!("{}: {e}", self.name)))
+    }
+
+    /// The SealedSecrets in the input.
+    pub fn sealed_secrets(&self) -> Result<Vec<SealedSecret>> {
+        keyseal_api::input::sealed_secrets(self.text()?)
+            .map_err(|e| err(format!("{}: {e}", self.name)))
     }
 }
 
@@ -83,6 +100,73 @@ impl Output {
             Output::File { path, mode } => write_atomically(path, bytes, *mode),
         }
     }
+}
+
+/// Where a mode's result goes, and in which format.
+pub struct Destination {
+    /// `-w`; or, for `--re-encrypt` given only `-f`, that file, rewritten; stdout when `None`.
+    path: Option<PathBuf>,
+    /// `-o`, unless the file's extension is `.yaml` or `.yml`.
+    format: Format,
+}
+
+impl Destination {
+    /// `-w`, `--re-encrypt -f` and `-o` as kubeseal reads them.
+    pub fn from_flags(flags: &SealArgs) -> Self {
+        let path = match (
+            &flags.sealed_secret_file,
+            flags.re_encrypt,
+            &flags.secret_file,
+        ) {
+            (Some(w), _, _) => Some(w.clone()),
+            (None, true, Some(f)) => Some(f.clone()),
+            _ => None,
+        };
+        let format = match &path {
+            Some(p) if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) => {
+                Format::Yaml
+            }
+            _ => flags.format,
+        };
+        Self { path, format }
+    }
+
+    /// The output, creating a new file with permission bits `mode`.
+    pub fn output(&self, mode: u32) -> Output {
+        match &self.path {
+            Some(path) => Output::File {
+                path: path.clone(),
+                mode,
+            },
+            None => Output::Stdout,
+        }
+    }
+
+    /// Writes `objects` rendered in the format, creating a new file with permission bits `mode`.
+    pub fn write_objects<T: Serialize>(&self, objects: &[T], mode: u32) -> Result<()> {
+        self.output(mode).write(&render(objects, self.format)?)
+    }
+}
+
+/// Serializes objects: pretty JSON each followed by a newline, or YAML each preceded by `---`.
+pub fn render<T: Serialize>(objects: &[T], format: Format) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for object in objects {
+        match format {
+            Format::Json => {
+                serde_json::to_writer_pretty(&mut out, object)
+                    .map_err(|e| err(format!("cannot encode JSON: {e}")))?;
+                out.push(b'\n');
+            }
+            Format::Yaml => {
+                out.extend_from_slice(b"---\n");
+                let yaml = keyseal_api::to_yaml(object)
+                    .map_err(|e| err(format!("cannot encode YAML: {e}")))?;
+                out.extend_from_slice(yaml.as_bytes());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`, so a

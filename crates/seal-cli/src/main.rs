@@ -2,13 +2,15 @@
 //!
 //! # Adding a mode or subcommand
 //!
-//! 1. Declare its flags in `cli.rs`: a kubeseal-style flag on `SealArgs` (with its
-//!    `SEALED_SECRETS_<FLAG>` variable), or a keyseal-only subcommand on `Command`/`KeysCommand`
-//!    with its own `Args` struct. A doc comment on each flag is its help text.
+//! 1. Declare its flags in `cli.rs`: a kubeseal-style flag on `SealArgs` with its
+//!    `SEALED_SECRETS_<FLAG>` variable (a unit test there checks the names and counts the flags),
+//!    or a keyseal-only subcommand on `Command`/`KeysCommand` with its own `Args` struct. A doc
+//!    comment on each flag is its help text.
 //! 2. Add a variant to `mode::Mode` and select it in `Mode::select`, at its place in kubeseal's
 //!    precedence; flag combinations to refuse are refused there too (with a unit test beside it).
 //! 3. Handle the variant in the one `match` in `run::run`, calling a function in the module that
-//!    owns the work (`sealing`, `recovery`, `keys`, `vault`, or the online modes in `run`).
+//!    owns the work (`sealing`, `recovery`, `online`, `keys`, `vault`), which returns what the
+//!    arm writes through `io::Destination`.
 //! 4. Test it end to end in `tests/cli.rs` through `tests/util` (`Env::run`, `Run::fails_with`);
 //!    behaviour shared with upstream kubeseal goes in `tests/upstream.rs`, against its fixture.
 
@@ -22,6 +24,7 @@ mod io;
 mod keys;
 mod kubeconfig;
 mod mode;
+mod online;
 mod recovery;
 mod run;
 mod runtime;

@@ -8,9 +8,8 @@ use keyseal_api::key_secret::keys_from_backup;
 use keyseal_api::{Scope, SealedSecret, UnsealError, UnsealOptions, unseal};
 use keyseal_crypto::PrivateKey;
 
-use crate::error::{CliError, Result, err, io_text};
+use crate::error::{CliError, Result, err, io_text, object_name};
 use crate::io::Input;
-use crate::run::{object_name, parse_sealed};
 
 /// The private keys in `files`: PEM keys or backups of the key Secrets.
 fn load_recovery_keys(files: &[PathBuf]) -> Result<Vec<PrivateKey>> {
@@ -34,7 +33,8 @@ fn load_recovery_keys(files: &[PathBuf]) -> Result<Vec<PrivateKey>> {
 pub fn recovery_unseal(input: &Input, key_files: &[PathBuf]) -> Result<Vec<Secret>> {
     let keys = load_recovery_keys(key_files)?;
     let refs: Vec<&PrivateKey> = keys.iter().collect();
-    parse_sealed(input)?
+    input
+        .sealed_secrets()?
         .iter()
         .map(|ss| {
             let name = object_name(

@@ -12,8 +12,7 @@ use keyseal_crypto::{PublicKey, seal};
 
 use crate::cli::{Format, KubeArgs, SealArgs};
 use crate::error::{Result, err, io_text};
-use crate::io::{Input, read_input, write_atomically};
-use crate::run::{parse_sealed, parse_secrets, render};
+use crate::io::{Input, read_input, render, write_atomically};
 
 const TTY_RAW: &str = "tty detected: expecting a secret to encrypt in stdin";
 
@@ -107,7 +106,8 @@ pub fn seal_all(
     kube: &KubeArgs,
 ) -> Result<Vec<SealedSecret>> {
     let rules = Rules::from_flags(flags, kube);
-    parse_secrets(input)?
+    input
+        .secrets()?
         .into_iter()
         .enumerate()
         .map(|(i, secret)| {
@@ -128,7 +128,7 @@ pub fn merge_into(
     kube: &KubeArgs,
 ) -> Result<()> {
     let (original_text, mut original) = read_merge_target(target)?;
-    let mut secret = match parse_secrets(input)?.as_slice() {
+    let mut secret = match input.secrets()?.as_slice() {
         [one] => one.clone(),
         _ => {
             return Err(err(format!(
@@ -175,7 +175,7 @@ fn read_merge_target(target: &Path) -> Result<(String, SealedSecret)> {
         name: target.display().to_string(),
         bytes: text.clone().into_bytes(),
     };
-    match parse_sealed(&target_input)?.as_slice() {
+    match target_input.sealed_secrets()?.as_slice() {
         [one] => Ok((text, one.clone())),
         _ => Err(err(format!(
             "{}: --merge-into needs a file with exactly one SealedSecret",
