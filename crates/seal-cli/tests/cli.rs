@@ -330,6 +330,42 @@ fn merge_into_updates_the_file_in_place_keeping_existing_items() {
     assert_eq!(open_item(&cw, "c", "").as_deref(), Some("3"));
 }
 
+/// The items merged into a file are sealed in `--scope`, else the input's annotated scope, else
+/// the file's scope.
+#[test]
+fn merge_into_scope_comes_from_flag_then_input_then_file() {
+    let env = Env::new();
+    env.write("s.yaml", &secret("app", Some("ns"), &[("a", "1")]));
+    env.run_line(
+        "--cert cert.pem --scope cluster-wide -f s.yaml -w cw.json",
+        "",
+    )
+    .ok();
+    let namespace_wide = "kind: Secret\nmetadata:\n  name: x\n  annotations: {sealedsecrets.bitnami.com/namespace-wide: \"true\"}\nstringData: {b: \"2\"}\n";
+    for (flags, input, (item, value), label) in [
+        (
+            "--scope strict",
+            secret("x", None, &[("a", "1")]),
+            ("a", "1"),
+            "ns/app",
+        ),
+        ("", namespace_wide.to_owned(), ("b", "2"), "ns"),
+        ("", secret("x", None, &[("c", "3")]), ("c", "3"), ""),
+    ] {
+        env.run_line(
+            &format!("--cert cert.pem --merge-into cw.json {flags}"),
+            &input,
+        )
+        .ok();
+        let merged = sealed(&env.read("cw.json")).remove(0);
+        assert_eq!(
+            open_item(&merged, item, label).as_deref(),
+            Some(value),
+            "{flags:?}: item {item} opens with label {label:?}"
+        );
+    }
+}
+
 #[test]
 fn recovery_unseal_with_pem_secret_and_list_backups() {
     let env = Env::new();
