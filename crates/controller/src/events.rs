@@ -13,17 +13,7 @@ use kube::Resource;
 use kube::api::PostParams;
 use kube::runtime::events::EventType;
 
-/// Event reasons, upstream's names.
-pub mod reason {
-    /// The Secret was written.
-    pub const UNSEALED: &str = "Unsealed";
-    /// Unsealing failed.
-    pub const UNSEAL_FAILED: &str = "ErrUnsealFailed";
-    /// Writing the Secret failed.
-    pub const UPDATE_FAILED: &str = "ErrUpdateFailed";
-    /// A key Secret could not be loaded (keyseal).
-    pub const KEY_INVALID: &str = "ErrKeyInvalid";
-}
+use crate::conditions::event;
 
 /// Publishes `events.k8s.io/v1` Events; failures to publish are logged, never fatal.
 ///
@@ -130,32 +120,22 @@ impl Events {
         self.publish(
             &ss.object_ref(&()),
             EventType::Normal,
-            reason::UNSEALED,
+            event::UNSEALED,
             "SealedSecret unsealed successfully".into(),
         )
         .await;
     }
 
-    /// `Warning ErrUnsealFailed "Failed to unseal: <err>"`.
-    pub async fn unseal_failed(&self, ss: &SealedSecret, error: &str) {
-        self.publish(
-            &ss.object_ref(&()),
-            EventType::Warning,
-            reason::UNSEAL_FAILED,
-            format!("Failed to unseal: {error}"),
-        )
-        .await;
-    }
-
-    /// `Warning ErrUpdateFailed <message>`.
-    pub async fn update_failed(&self, ss: &SealedSecret, message: &str) {
-        self.publish(
-            &ss.object_ref(&()),
-            EventType::Warning,
-            reason::UPDATE_FAILED,
-            message.to_owned(),
-        )
-        .await;
+    /// A failure: `Warning ErrUnsealFailed "Failed to unseal: <err>"` or
+    /// `Warning ErrUpdateFailed <err>` (`reason` is one of [`event`]'s).
+    pub async fn failed(&self, ss: &SealedSecret, reason: &'static str, error: &str) {
+        let note = if reason == event::UNSEAL_FAILED {
+            format!("Failed to unseal: {error}")
+        } else {
+            error.to_owned()
+        };
+        self.publish(&ss.object_ref(&()), EventType::Warning, reason, note)
+            .await;
     }
 
     /// A malformed key Secret was skipped.
@@ -163,7 +143,7 @@ impl Events {
         self.publish(
             &secret.object_ref(&()),
             EventType::Warning,
-            reason::KEY_INVALID,
+            event::KEY_INVALID,
             format!("Skipped key Secret: {message}"),
         )
         .await;

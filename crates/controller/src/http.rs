@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -14,9 +15,28 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use keyseal_api::SealedSecret;
+use tokio_util::sync::CancellationToken;
 
+use crate::bucket::{Rate, TokenBucket};
 use crate::keys::KeyRing;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+
+/// The listeners and their limits (from the flags).
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// `--listen-addr`: /healthz, /readyz, /v1/*.
+    pub listen: SocketAddr,
+    /// `--listen-metrics-addr`: /metrics.
+    pub listen_metrics: SocketAddr,
+    /// `--rate-limit`: /v1/verify and /v1/rotate requests per second per client.
+    pub rate_limit: u32,
+    /// `--rate-limit-burst`.
+    pub rate_limit_burst: u32,
+    /// `--read-timeout` + `--write-timeout`: upper bound on one request.
+    pub request_timeout: std::time::Duration,
+    /// `--accept-deprecated-v1-data` (for /v1/verify).
+    pub accept_v1_data: bool,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -35,23 +55,37 @@ pub struct HttpState {
     pub request_timeout: std::time::Duration,
 }
 
+impl HttpState {
+    /// The state for `config`'s limits; `refresh` updates the scrape-time gauges.
+    pub fn new(
+        config: &HttpConfig,
+        ring: Arc<KeyRing>,
+        metrics: Arc<Metrics>,
+        refresh: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        Self {
+            ring,
+            metrics,
+            accept_v1_data: config.accept_v1_data,
+            limiter: Arc::new(RateLimiter::new(config.rate_limit, config.rate_limit_burst)),
+            refresh,
+            request_timeout: config.request_timeout,
+        }
+    }
+}
+
 /// A token bucket per client address and route (upstream varies its limit by path too): `rate`
 /// tokens per second, at most `burst` saved up.
 pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<(IpAddr, &'static str), Bucket>>,
+    rate: Rate,
+    buckets: Mutex<HashMap<(IpAddr, &'static str), TokenBucket>>,
 }
-
-/// Tokens left and when they were counted.
-type Bucket = (f64, Instant);
 
 impl RateLimiter {
     /// A limiter with upstream's semantics (`--rate-limit`, `--rate-limit-burst`).
     pub fn new(rate: u32, burst: u32) -> Self {
         Self {
-            rate: f64::from(rate),
-            burst: f64::from(burst.max(1)),
+            rate: Rate::new(f64::from(rate), burst),
             buckets: Mutex::default(),
         }
     }
@@ -62,19 +96,13 @@ impl RateLimiter {
         let mut buckets = self.buckets.lock().expect("limiter lock");
         if buckets.len() > 10_000 {
             // Forget idle clients so the map cannot grow without bound.
-            buckets.retain(|_, (tokens, at)| {
-                *tokens < self.burst && now.duration_since(*at).as_secs() < 60
-            });
+            buckets.retain(|_, bucket| bucket.in_use(self.rate, now, Duration::from_secs(60)));
         }
-        let (tokens, at) = buckets.entry((client, route)).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        buckets
+            .entry((client, route))
+            .or_insert_with(|| TokenBucket::full(self.rate, now))
+            .take(self.rate, now)
+            .is_ok()
     }
 }
 
@@ -262,15 +290,34 @@ async fn metrics(State(state): State<HttpState>, method: Method) -> Response {
     response
 }
 
-/// Turns Go-style `:8080` into a bindable address.
-pub fn listen_addr(flag: &str) -> Result<SocketAddr, String> {
-    let full = if flag.starts_with(':') {
-        format!("0.0.0.0{flag}")
-    } else {
-        flag.to_owned()
-    };
-    full.parse()
-        .map_err(|e| format!("invalid listen address {flag:?}: {e}"))
+/// Binds both listeners and serves until `shutdown` fires; the task ends when both servers
+/// have stopped.
+pub async fn serve(
+    config: &HttpConfig,
+    state: HttpState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let api_listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .context("binding --listen-addr")?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.listen_metrics)
+        .await
+        .context("binding --listen-metrics-addr")?;
+    tracing::info!(api = %api_listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "listening");
+    let (a, m) = (shutdown.clone(), shutdown);
+    let api = axum::serve(
+        api_listener,
+        api_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { a.cancelled().await });
+    let metrics = axum::serve(metrics_listener, metrics_router(state).into_make_service())
+        .with_graceful_shutdown(async move { m.cancelled().await });
+    Ok(tokio::spawn(async move {
+        let (r1, r2) = tokio::join!(api.into_future(), metrics.into_future());
+        if let Err(e) = r1.and(r2) {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -291,12 +338,5 @@ mod tests {
             "per client"
         );
         assert!(l.allow(ip, "/v1/rotate"), "per route");
-    }
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(listen_addr(":8080").unwrap().port(), 8080);
-        assert_eq!(listen_addr("127.0.0.1:0").unwrap().port(), 0);
-        assert!(listen_addr("eight").is_err());
     }
 }

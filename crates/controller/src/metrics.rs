@@ -10,6 +10,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::conditions::{self, error_label};
+use crate::keys::KeyRing;
+use crate::reconcile;
+
 /// `reason`, `namespace`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -88,12 +92,13 @@ pub struct Metrics {
     /// 1 while this replica is the leader.
     pub leader: Gauge,
     /// `--metrics-omit-secret-labels`: no per-SealedSecret series.
-    pub omit_secret_labels: std::sync::atomic::AtomicBool,
+    omit_secret_labels: bool,
 }
 
 impl Metrics {
     /// Registers everything, with the error counters present at zero for every reason.
-    pub fn new() -> Arc<Self> {
+    /// With `omit_secret_labels` (`--metrics-omit-secret-labels`), no per-SealedSecret series.
+    pub fn new(omit_secret_labels: bool) -> Arc<Self> {
         let mut registry = Registry::with_prefix("sealed_secrets_controller");
         let unseal_requests = Counter::default();
         let unseal_errors = Family::<ErrorLabels, Counter>::default();
@@ -152,7 +157,7 @@ impl Metrics {
                 revision: crate::VERSION.into(),
             })
             .set(1);
-        for reason in ["fetch", "unseal", "update", "unmanaged", "status"] {
+        for reason in error_label::ALL {
             let _ = unseal_errors.get_or_create(&ErrorLabels {
                 reason: reason.into(),
                 namespace: String::new(),
@@ -170,7 +175,7 @@ impl Metrics {
             newest_key_age,
             sealed_secrets_per_key,
             leader,
-            omit_secret_labels: std::sync::atomic::AtomicBool::new(false),
+            omit_secret_labels,
         })
     }
 
@@ -186,16 +191,13 @@ impl Metrics {
 
     /// Sets a SealedSecret's condition gauge.
     pub fn condition(&self, namespace: &str, name: &str, synced: Option<bool>) {
-        if self
-            .omit_secret_labels
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.omit_secret_labels {
             return;
         }
         let labels = ConditionLabels {
             namespace: namespace.into(),
             name: name.into(),
-            condition: "Synced".into(),
+            condition: conditions::SYNCED.into(),
         };
         self.condition_info
             .get_or_create(&labels)
@@ -212,7 +214,7 @@ impl Metrics {
         let labels = ConditionLabels {
             namespace: namespace.into(),
             name: name.into(),
-            condition: "Synced".into(),
+            condition: conditions::SYNCED.into(),
         };
         self.condition_info.remove(&labels);
     }
@@ -234,4 +236,32 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The gauges computed at scrape time: the number of keys, the newest key's age, and how many
+/// SealedSecrets each key opened.
+pub fn key_gauges(
+    ring: Arc<KeyRing>,
+    metrics: Arc<Metrics>,
+    ctx: Arc<reconcile::Context>,
+) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        let keys = ring.keys();
+        metrics
+            .keys
+            .set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
+        metrics
+            .newest_key_age
+            .set(i64::try_from(ring.newest_age().as_secs()).unwrap_or(i64::MAX));
+        let counts = ctx.per_key_counts();
+        for key in keys.iter() {
+            let labels = KeyLabels {
+                fingerprint: key.fingerprint.clone(),
+            };
+            metrics
+                .sealed_secrets_per_key
+                .get_or_create(&labels)
+                .set(counts.get(&key.fingerprint).copied().unwrap_or(0));
+        }
+    })
 }

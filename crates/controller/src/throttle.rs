@@ -3,46 +3,39 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 use tower::{Layer, Service};
 
+use crate::bucket::{Rate, TokenBucket};
+
 /// Shared token bucket.
 pub struct Bucket {
-    rate: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
+    rate: Rate,
+    state: Mutex<TokenBucket>,
 }
 
 impl Bucket {
     /// `rate` requests per second sustained, `burst` at once.
     pub fn new(rate: f64, burst: u32) -> Arc<Self> {
-        let burst = f64::from(burst.max(1));
+        // Never zero: a zero rate would wait forever (the caller disables the limit instead).
+        let rate = Rate::new(rate.max(0.001), burst);
         Arc::new(Self {
-            rate: rate.max(0.001),
-            burst,
-            state: Mutex::new((burst, Instant::now())),
+            rate,
+            state: Mutex::new(TokenBucket::full(rate, Instant::now())),
         })
     }
 
     /// Waits for a token.
     pub async fn acquire(&self) {
         loop {
-            let wait = {
-                let mut state = self.state.lock().await;
-                let now = Instant::now();
-                state.0 = (state.0 + now.duration_since(state.1).as_secs_f64() * self.rate)
-                    .min(self.burst);
-                state.1 = now;
-                if state.0 >= 1.0 {
-                    state.0 -= 1.0;
-                    return;
-                }
-                Duration::from_secs_f64((1.0 - state.0) / self.rate)
-            };
-            tokio::time::sleep(wait).await;
+            let taken = self.state.lock().await.take(self.rate, Instant::now());
+            match taken {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
         }
     }
 }
