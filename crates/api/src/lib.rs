@@ -20,7 +20,7 @@ mod sealed_secret;
 mod unseal;
 
 pub use scope::Scope;
-pub use seal::{SealError, seal_secret, strip_server_fields};
+pub use seal::{SealError, seal_secret, seal_secret_in, strip_server_fields};
 pub use sealed_secret::{
     CONDITION_SYNCED, SealedSecret, SealedSecretCondition, SealedSecretSpec, SealedSecretStatus,
     SecretTemplateSpec, crd,

@@ -61,6 +61,16 @@ pub fn strip_server_fields(mut meta: ObjectMeta) -> ObjectMeta {
 /// only name, namespace and the scope annotation.
 pub fn seal_secret(secret: &Secret, key: &PublicKey) -> Result<SealedSecret, SealError> {
     let scope = Scope::from_annotations(secret.metadata.annotations.as_ref());
+    seal_secret_in(secret, scope, key)
+}
+
+/// Seals `secret` for `key` in `scope` (its label and the top-level annotation), whatever the
+/// Secret's own annotations say; otherwise as [`seal_secret`].
+pub fn seal_secret_in(
+    secret: &Secret,
+    scope: Scope,
+    key: &PublicKey,
+) -> Result<SealedSecret, SealError> {
     let name = secret
         .metadata
         .name

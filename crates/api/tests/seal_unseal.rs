@@ -7,7 +7,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keyseal_api::annotations::{CLUSTER_WIDE, NAMESPACE_WIDE, SKIP_SET_OWNER_REFERENCES};
 use keyseal_api::{
-    Scope, SealedSecret, UnsealError, UnsealOptions, input, seal_secret, unseal, verify,
+    Scope, SealedSecret, UnsealError, UnsealOptions, input, seal_secret, seal_secret_in, unseal,
+    verify,
 };
 use keyseal_crypto::{PrivateKey, encode_base64, seal};
 
@@ -165,6 +166,30 @@ fn scopes_are_recorded_at_top_level_and_in_the_template() {
             scope
         );
     }
+}
+
+/// The scope given to `seal_secret_in` decides the label and the top-level annotation, whatever
+/// the Secret's own annotations say.
+#[test]
+fn a_given_scope_wins_over_the_annotations() {
+    let mut s = secret("kind: Secret\nmetadata: {name: a, namespace: ns}\nstringData: {k: v}\n");
+    let mut ann = BTreeMap::new();
+    Scope::NamespaceWide.write_annotations(&mut ann);
+    s.metadata.annotations = Some(ann);
+    let mut ss = seal_secret_in(&s, Scope::ClusterWide, key().public_key()).unwrap();
+    assert_eq!(
+        Scope::from_annotations(ss.metadata.annotations.as_ref()),
+        Scope::ClusterWide
+    );
+    // Sealed with the cluster-wide label: it opens under another name and namespace.
+    ss.metadata.name = Some("elsewhere".into());
+    ss.metadata.namespace = Some("other".into());
+    let options = UnsealOptions {
+        accept_v1_data: false,
+        render_templates: false,
+    };
+    let opened = unseal(&with_uid(ss), &[key()], options).unwrap();
+    assert_eq!(data(&opened.secret)["k"], "v");
 }
 
 fn sealed_for(scope: Scope, ns: &str, name: &str) -> SealedSecret {

@@ -1,13 +1,13 @@
 //! The offline sealing modes: Secrets to SealedSecrets, `--raw` and `--merge-into`.
 //!
 //! The scope stays a [`Scope`] from `--scope` (or the `--merge-into` target) to the OAEP label.
-//! It is written into the Secret's annotations once, in [`scope_of`], because the SealedSecret
-//! must record it there and `seal_secret` takes the label from them.
+//! It is written into the Secret's annotations once, in [`scope_of`] (the SealedSecret's template
+//! records it there), and handed to `seal_secret_in` as it is for the label.
 
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::Secret;
-use keyseal_api::{Scope, SealedSecret, seal_secret};
+use keyseal_api::{Scope, SealedSecret, seal_secret_in};
 use keyseal_crypto::{PublicKey, seal};
 
 use crate::cli::{Format, KubeArgs, SealArgs};
@@ -54,8 +54,8 @@ fn scope_of(secret: &mut Secret, imposed: Option<Scope>) -> Scope {
 }
 
 /// Applies the rules to one input Secret (`at` names it in messages): the empty-data and name
-/// checks, the scope, and the namespace.
-fn prepare(mut secret: Secret, at: &str, rules: Rules<'_>) -> Result<Secret> {
+/// checks, the scope, and the namespace. Returns the Secret and the scope to seal it in.
+fn prepare(mut secret: Secret, at: &str, rules: Rules<'_>) -> Result<(Secret, Scope)> {
     let empty = secret.data.as_ref().is_none_or(|d| d.is_empty())
         && secret.string_data.as_ref().is_none_or(|d| d.is_empty());
     if empty && !rules.allow_empty_data {
@@ -70,7 +70,7 @@ fn prepare(mut secret: Secret, at: &str, rules: Rules<'_>) -> Result<Secret> {
     }
     let scope = scope_of(&mut secret, rules.scope);
     resolve_namespace(&mut secret, scope, at, rules.kube)?;
-    Ok(secret)
+    Ok((secret, scope))
 }
 
 /// The input's namespace, else `-n`, else (unless cluster-wide) the kubeconfig context's; an
@@ -112,8 +112,8 @@ pub fn seal_all(
         .enumerate()
         .map(|(i, secret)| {
             let at = format!("{}: document {}", input.name, i + 1);
-            let secret = prepare(secret, &at, rules)?;
-            seal_secret(&secret, key).map_err(|e| err(format!("{at}: {e}")))
+            let (secret, scope) = prepare(secret, &at, rules)?;
+            seal_secret_in(&secret, scope, key).map_err(|e| err(format!("{at}: {e}")))
         })
         .collect()
 }
@@ -149,8 +149,9 @@ pub fn merge_into(
             .or((input_scope == Scope::Strict).then_some(target_scope)),
         ..Rules::from_flags(flags, kube)
     };
-    let secret = prepare(secret, &format!("{}: document 1", input.name), rules)?;
-    let update = seal_secret(&secret, key).map_err(|e| err(format!("{}: {e}", input.name)))?;
+    let (secret, scope) = prepare(secret, &format!("{}: document 1", input.name), rules)?;
+    let update =
+        seal_secret_in(&secret, scope, key).map_err(|e| err(format!("{}: {e}", input.name)))?;
     merge_sealed(&mut original, update);
     // The file keeps its own format (kubeseal would rewrite a YAML file as JSON without -o yaml).
     let format = if original_text.trim_start().starts_with('{') {
