@@ -15,19 +15,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use futures::StreamExt as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use keyseal_api::SealedSecret;
 use keyseal_crypto::{Certificate, CertificateParams, PrivateKey, SystemRng};
-use keyseal_testenv::{Binding, Cluster, ServiceAccountIdentity, TestNamespace};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use keyseal_testenv::controller::{ControllerProcess, Launch};
+use keyseal_testenv::{Cluster, ServiceAccountIdentity, TestNamespace};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
 
 use crate::{ControllerArgs, SealingKey};
 
@@ -35,10 +34,6 @@ use crate::{ControllerArgs, SealingKey};
 const TARGET_LABEL: &str = "keyseal-bench/target";
 /// Label on the unrelated 4 KiB Secrets of the memory scenario.
 const UNRELATED_LABEL: &str = "keyseal-bench/unrelated";
-/// Field manager for the server-side applies made here.
-const FIELD_MANAGER: &str = "keyseal-bench";
-/// The controller's ServiceAccount, as in the manifests.
-const SA: &str = "sealed-secrets-controller";
 /// Upstream's client rate limit when tuned.
 const TUNED: [&str; 4] = ["--kubeclient-qps", "100", "--kubeclient-burst", "200"];
 /// Keys in the many-keys scenario (a year of monthly renewals).
@@ -416,17 +411,7 @@ async fn run_all(plan: &Plan, keys: &Keys) -> Result<Results> {
                 let result = async {
                     let cluster = Cluster::connect().await?;
                     cluster.install_crd().await?;
-                    let (cluster_role, role) = rbac(&cluster.client()).await?;
-                    run_one(
-                        plan,
-                        keys,
-                        &cluster,
-                        &cluster_role,
-                        &role,
-                        scenario,
-                        subject,
-                    )
-                    .await
+                    run_one(plan, keys, &cluster, scenario, subject).await
                 }
                 .await
                 .with_context(|| format!("{} / {}", scenario.slug(), subject.name()));
@@ -452,48 +437,11 @@ async fn run_all(plan: &Plan, keys: &Keys) -> Result<Results> {
     Ok(results)
 }
 
-fn rbac_docs() -> Result<Vec<serde_json::Value>> {
-    let path = crate::workspace_root().join("manifests/rbac.yaml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(keyseal_api::input::documents(&text)?)
-}
-
-/// Applies the manifests' ClusterRole (shared, idempotent) and returns it with the Role.
-async fn rbac(admin: &Client) -> Result<(String, Role)> {
-    let docs = rbac_docs()?;
-    let find = |kind: &str| {
-        docs.iter()
-            .find(|d| d["kind"] == kind)
-            .cloned()
-            .with_context(|| format!("no {kind} in manifests/rbac.yaml"))
-    };
-    let cluster_role: ClusterRole = serde_json::from_value(find("ClusterRole")?)?;
-    let role: Role = serde_json::from_value(find("Role")?)?;
-    let name = cluster_role
-        .metadata
-        .name
-        .clone()
-        .context("ClusterRole name")?;
-    Api::<ClusterRole>::all(admin.clone())
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&cluster_role),
-        )
-        .await
-        .context("applying the ClusterRole")?;
-    Ok((name, role))
-}
-
 /// One controller in one fresh namespace: create everything, start, wait, measure, clean up.
-#[allow(clippy::too_many_arguments)]
 async fn run_one(
     plan: &Plan,
     keys: &Keys,
     cluster: &Cluster,
-    cluster_role: &str,
-    role: &Role,
     scenario: Scenario,
     subject: Subject,
 ) -> Result<Outcome> {
@@ -508,7 +456,7 @@ async fn run_one(
         ns.name()
     );
     let result = async {
-        let sa = service_account(cluster, &ns, cluster_role, role).await?;
+        let sa = cluster.controller_identity(ns.name()).await?;
 
         // Keys, in upstream's format.
         let sealing = keys.sealing_index(plan.sealing_key);
@@ -604,36 +552,6 @@ async fn run_one(
     .await;
     delete_namespace(ns).await;
     result
-}
-
-async fn service_account(
-    cluster: &Cluster,
-    ns: &TestNamespace,
-    cluster_role: &str,
-    role: &Role,
-) -> Result<ServiceAccountIdentity> {
-    let mut role = role.clone();
-    role.metadata.namespace = Some(ns.name().to_owned());
-    let role_name = role.metadata.name.clone().context("Role name")?;
-    Api::<Role>::namespaced(cluster.client(), ns.name())
-        .create(&PostParams::default(), &role)
-        .await
-        .context("creating the leader-election Role")?;
-    cluster
-        .service_account(
-            ns.name(),
-            SA,
-            &[
-                Binding::ClusterRole {
-                    name: cluster_role.to_owned(),
-                },
-                Binding::Role {
-                    namespace: ns.name().to_owned(),
-                    name: role_name,
-                },
-            ],
-        )
-        .await
 }
 
 type Expected = HashMap<String, BTreeMap<String, ByteString>>;
@@ -748,10 +666,10 @@ async fn wait_unsealed(
     let mut done = 0;
     let mut last_ok = Instant::now();
     loop {
-        if let Some(status) = process.child.try_wait()? {
+        if let Some(status) = process.controller.try_wait()? {
             bail!("{} exited with {status}", process.name);
         }
-        let at = process.started.elapsed();
+        let at = process.controller.started().elapsed();
         if at > timeout {
             eprintln!(
                 "  time limit: {done}/{} after {:.0} s",
@@ -788,7 +706,7 @@ async fn wait_unsealed(
                 "  {}: {done}/{} after {:.0} s",
                 process.name,
                 expected.len(),
-                process.started.elapsed().as_secs_f64()
+                process.controller.started().elapsed().as_secs_f64()
             );
             last_report = Instant::now();
         }
@@ -796,55 +714,20 @@ async fn wait_unsealed(
     }
 }
 
-/// A controller process; killed when dropped.
+/// A controller under measurement; killed when dropped.
 struct Process {
     name: &'static str,
-    child: tokio::process::Child,
-    binary: PathBuf,
-    started: Instant,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    controller: ControllerProcess,
 }
 
 fn start_keyseal(plan: &Plan, sa: &ServiceAccountIdentity, ns: &str) -> Result<Process> {
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("keyseal-controller.log");
-    let mut cmd = tokio::process::Command::new(&plan.keyseal);
-    cmd.arg("--kubeconfig")
-        .arg(&sa.kubeconfig)
-        .args(["--namespace", ns, "--all-namespaces=false"])
+    let controller = Launch::new(&plan.keyseal, ns)
         .args(["--key-renew-period", "0"])
-        .args(["--listen-addr", &format!("127.0.0.1:{}", free_port()?)])
-        .args([
-            "--listen-metrics-addr",
-            &format!("127.0.0.1:{}", free_port()?),
-        ])
-        .args(["--log-info-stdout=false"])
         .args(&plan.keyseal_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SEALED_SECRETS_") {
-            cmd.env_remove(k);
-        }
-    }
-    let started = Instant::now();
-    let child = cmd.spawn().context("starting keyseal-controller")?;
+        .spawn_keyseal(sa)?;
     Ok(Process {
         name: "keyseal",
-        child,
-        binary: plan.keyseal.clone(),
-        started,
-        log,
-        _dir: dir,
+        controller,
     })
 }
 
@@ -858,34 +741,17 @@ fn start_upstream(
     ns: &str,
     extra: &[&str],
 ) -> Result<Process> {
-    let (mut cmd, dir) =
-        cluster.in_cluster_command(sa, ns, keyseal_testenv::Placement::Host, &plan.upstream)?;
-    let log = dir.path().join("upstream.log");
-    cmd.args(["--all-namespaces=false", "--log-info-stdout=false"])
+    let controller = Launch::new(&plan.upstream, ns)
         .args(["--key-renew-period", "0"])
-        .args(["--listen-addr", &format!("127.0.0.1:{}", free_port()?)])
-        .args([
-            "--listen-metrics-addr",
-            &format!("127.0.0.1:{}", free_port()?),
-        ])
         .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true);
-    let started = Instant::now();
-    let child = cmd.spawn().context("starting the upstream controller")?;
+        .spawn_upstream(cluster, sa)?;
     Ok(Process {
         name: if extra.is_empty() {
             "upstream default"
         } else {
             "upstream tuned"
         },
-        child,
-        binary: plan.upstream.clone(),
-        started,
-        log,
-        _dir: dir,
+        controller,
     })
 }
 
@@ -893,8 +759,8 @@ impl Process {
     /// The pid running the controller binary: the child itself once `unshare` and `sh` have
     /// exec'd, otherwise a descendant found through /proc.
     fn controller_pid(&self) -> Result<u32> {
-        let child = self.child.id().context("the controller has exited")?;
-        let want = std::fs::canonicalize(&self.binary)?;
+        let child = self.controller.id().context("the controller has exited")?;
+        let want = std::fs::canonicalize(self.controller.binary())?;
         let exe = |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
         if exe(child).as_deref() == Some(want.as_path()) {
             return Ok(child);
@@ -929,14 +795,13 @@ impl Process {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.controller.logs();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    async fn stop(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.controller.kill()).await;
     }
 }
 

@@ -9,10 +9,8 @@ use common::*;
 use keyseal_api::Scope;
 
 async fn is_leader(c: &ControllerProcess) -> anyhow::Result<bool> {
-    Ok(c.scrape()
-        .await?
-        .lines()
-        .any(|l| l == "sealed_secrets_controller_is_leader 1"))
+    let metrics = c.metrics().await?;
+    Ok(metrics.get("sealed_secrets_controller_is_leader", &[]) == Some(1.0))
 }
 
 #[tokio::test]

@@ -19,11 +19,11 @@ use keyseal_crypto::{
     Certificate, CertificateParams, PrivateKey, SystemRng, self_signed_certificate,
 };
 use keyseal_testenv::await_condition;
+use keyseal_testenv::metrics::Metrics;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use x509_cert::der::{Decode, Encode};
 
-const WAIT: Duration = Duration::from_secs(30);
 const TEN_YEARS: Duration = Duration::from_secs(87_600 * 3600);
 
 // ---------------------------------------------------------------------------------------------
@@ -110,7 +110,10 @@ async fn await_served(
 async fn await_leader(c: &ControllerProcess) -> Result<()> {
     await_condition(WAIT, "the controller leads", || async {
         let text = c.scrape().await?;
-        Ok((metric(&text, "sealed_secrets_controller_is_leader", &[]) == Some(1.0)).then_some(()))
+        Ok(
+            (Metrics::parse(&text).get("sealed_secrets_controller_is_leader", &[]) == Some(1.0))
+                .then_some(()),
+        )
     })
     .await
 }
@@ -133,22 +136,6 @@ async fn get_full(url: String) -> Result<(u16, String, String)> {
         Ok((code, content_type, response.body_mut().read_to_string()?))
     })
     .await?
-}
-
-/// The value of the first sample of `name` carrying all `labels` (exact `k="v"` pairs).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            let matches = n == name
-                && labels.iter().all(|(k, v)| {
-                    rest.split(',')
-                        .any(|pair| pair.trim_end_matches('}') == format!("{k}=\"{v}\""))
-                });
-            if matches { value.parse().ok() } else { None }
-        })
 }
 
 /// Go's RFC1123Z layout, `Mon, 02 Jan 2006 15:04:05 -0700`.
@@ -314,9 +301,8 @@ async fn key_flags_set_labels_annotations_cn_and_ttl() -> Result<()> {
 
 #[tokio::test]
 async fn renewal_adds_keys_keeps_old_ones_and_serves_the_newest() -> Result<()> {
-    let env = Env::new("keys-renew").await?;
-    let controller = env.start_controller(&["--key-renew-period", "4s"]).await?;
-    let first = controller.cert().await?;
+    let Running(env, controller, first, _, _) =
+        Running::start("keys-renew", &["--key-renew-period", "4s"]).await?;
     let first_name = env.key_secrets().await?[0].metadata.name.clone().unwrap();
     // Two renewals in well under the timeout.
     await_key_count(&env, "two renewals", |n| n >= 3).await?;
@@ -431,9 +417,7 @@ async fn key_cutoff_time_forces_a_new_key_at_start() -> Result<()> {
 
 #[tokio::test]
 async fn restart_keeps_keys() -> Result<()> {
-    let env = Env::new("keys-restart").await?;
-    let controller = env.start_controller(&[]).await?;
-    let first = controller.cert().await?;
+    let Running(env, controller, first, _, _) = Running::start("keys-restart", &[]).await?;
     let names: Vec<_> = env
         .key_secrets()
         .await?
@@ -463,9 +447,7 @@ async fn restart_keeps_keys() -> Result<()> {
 
 #[tokio::test]
 async fn sigusr1_creates_a_new_key() -> Result<()> {
-    let env = Env::new("keys-usr1").await?;
-    let controller = env.start_controller(&[]).await?;
-    let first = controller.cert().await?;
+    let Running(env, controller, first, _, _) = Running::start("keys-usr1", &[]).await?;
     await_leader(&controller).await?;
     controller.signal("USR1");
     await_key_count(&env, "a key made on SIGUSR1", |n| n == 2).await?;
@@ -485,9 +467,7 @@ async fn sigusr1_creates_a_new_key() -> Result<()> {
 
 #[tokio::test]
 async fn key_created_at_runtime_is_used_and_compromised_key_is_dropped() -> Result<()> {
-    let env = Env::new("keys-runtime").await?;
-    let controller = env.start_controller(&[]).await?;
-    let own = controller.cert().await?;
+    let Running(env, controller, own, _, _) = Running::start("keys-runtime", &[]).await?;
 
     // Someone restores a key (newer NotBefore) under a fixed name.
     let (key, cert) = make_key(SystemTime::now() + Duration::from_secs(2)).await?;
@@ -503,8 +483,7 @@ async fn key_created_at_runtime_is_used_and_compromised_key_is_dropped() -> Resu
     let restored_fp = cert.public_key().fingerprint();
     await_condition(WAIT, "the restored key in the inventory", || async {
         let text = controller.scrape().await?;
-        let n = metric(
-            &text,
+        let n = Metrics::parse(&text).get(
             "sealed_secrets_controller_sealedsecrets_per_key",
             &[("fingerprint", &restored_fp)],
         );
@@ -546,7 +525,7 @@ async fn key_created_at_runtime_is_used_and_compromised_key_is_dropped() -> Resu
     // The key inventory forgets it too.
     let text = controller.scrape().await?;
     assert_eq!(
-        metric(&text, "sealed_secrets_controller_keys", &[]),
+        Metrics::parse(&text).get("sealed_secrets_controller_keys", &[]),
         Some(1.0)
     );
     let dropped = cert.public_key().fingerprint();
@@ -632,7 +611,7 @@ async fn malformed_key_secret_is_skipped_with_a_warning() -> Result<()> {
             WAIT,
             "a Warning event about the key Secret",
             move || async move {
-                let events = env.events_for(name).await?;
+                let events = env.events_about(name).await?;
                 Ok(events
                     .into_iter()
                     .find(|e| e.type_.as_deref() == Some("Warning")))
@@ -756,7 +735,7 @@ async fn not_ready_without_a_key_on_a_standby_replica() -> Result<()> {
     assert_eq!(code, 200, "alive all the same");
     let text = controller.scrape().await?;
     assert_eq!(
-        metric(&text, "sealed_secrets_controller_is_leader", &[]),
+        Metrics::parse(&text).get("sealed_secrets_controller_is_leader", &[]),
         Some(0.0)
     );
 
@@ -771,11 +750,11 @@ async fn not_ready_without_a_key_on_a_standby_replica() -> Result<()> {
 
 #[tokio::test]
 async fn verify_accepts_json_and_yaml_and_refuses_others() -> Result<()> {
-    let env = Env::new("http-verify").await?;
-    let controller = env
-        .start_controller(&["--rate-limit", "100", "--rate-limit-burst", "100"])
-        .await?;
-    let cert = controller.cert().await?;
+    let Running(env, controller, cert, _, _) = Running::start(
+        "http-verify",
+        &["--rate-limit", "100", "--rate-limit-burst", "100"],
+    )
+    .await?;
     let ss = env.seal(&cert, "app", &[("password", "hunter2")], Scope::Strict);
 
     let (code, _) = controller.post("/v1/verify", json(&ss)).await?;
@@ -806,9 +785,7 @@ async fn verify_accepts_json_and_yaml_and_refuses_others() -> Result<()> {
 
 #[tokio::test]
 async fn verify_is_rate_limited_by_default() -> Result<()> {
-    let env = Env::new("http-limit").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
+    let Running(env, controller, cert, _, _) = Running::start("http-limit", &[]).await?;
     let body = json(&env.seal(&cert, "app", &[("k", "v")], Scope::Strict));
 
     let responses = burst(&controller, "/v1/verify", &body, 5).await;
@@ -828,8 +805,7 @@ async fn verify_is_rate_limited_by_default() -> Result<()> {
     assert_eq!(code, 200, "allowed again after a pause");
 
     let text = controller.scrape().await?;
-    let refused = metric(
-        &text,
+    let refused = Metrics::parse(&text).get(
         "sealed_secrets_controller_http_requests_total",
         &[("path", "/v1/verify"), ("code", "429")],
     );
@@ -839,11 +815,11 @@ async fn verify_is_rate_limited_by_default() -> Result<()> {
 
 #[tokio::test]
 async fn rate_limit_flags_change_the_limit() -> Result<()> {
-    let env = Env::new("http-limit-flags").await?;
-    let controller = env
-        .start_controller(&["--rate-limit", "1", "--rate-limit-burst", "8"])
-        .await?;
-    let cert = controller.cert().await?;
+    let Running(env, controller, cert, _, _) = Running::start(
+        "http-limit-flags",
+        &["--rate-limit", "1", "--rate-limit-burst", "8"],
+    )
+    .await?;
     let body = json(&env.seal(&cert, "app", &[("k", "v")], Scope::Strict));
     let responses = burst(&controller, "/v1/verify", &body, 8).await;
     assert_eq!(count(&responses, 200), 8, "burst 8: {responses:?}");
@@ -857,9 +833,7 @@ async fn rate_limit_flags_change_the_limit() -> Result<()> {
 
 #[tokio::test]
 async fn rotate_is_rate_limited_separately_from_verify() -> Result<()> {
-    let env = Env::new("http-limit-rotate").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
+    let Running(env, controller, cert, _, _) = Running::start("http-limit-rotate", &[]).await?;
     let body = json(&env.seal(&cert, "app", &[("k", "v")], Scope::Strict));
     // Exhaust /v1/verify; /v1/rotate has its own bucket (upstream varies the limit by path).
     let verified = burst(&controller, "/v1/verify", &body, 4).await;
@@ -874,11 +848,11 @@ async fn rotate_is_rate_limited_separately_from_verify() -> Result<()> {
 
 #[tokio::test]
 async fn rotate_reseals_under_the_newest_key() -> Result<()> {
-    let env = Env::new("http-rotate").await?;
-    let controller = env
-        .start_controller(&["--rate-limit", "100", "--rate-limit-burst", "100"])
-        .await?;
-    let old_cert = controller.cert().await?;
+    let Running(env, controller, old_cert, _, _) = Running::start(
+        "http-rotate",
+        &["--rate-limit", "100", "--rate-limit-burst", "100"],
+    )
+    .await?;
     await_leader(&controller).await?;
     let items = [("user", "admin"), ("password", "s3cr3t-value")];
     let ss = env.seal(&old_cert, "db", &items, Scope::NamespaceWide);
@@ -972,12 +946,9 @@ async fn rotate_reseals_under_the_newest_key() -> Result<()> {
 
 #[tokio::test]
 async fn metrics_have_upstreams_names_and_sensible_values() -> Result<()> {
-    let env = Env::new("http-metrics").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
+    let Running(env, controller, cert, ns, _) = Running::start("http-metrics", &[]).await?;
     let m = |text: &str, name: &str, labels: &[(&str, &str)]| {
-        metric(text, &format!("sealed_secrets_controller_{name}"), labels)
+        Metrics::parse(text).get(&format!("sealed_secrets_controller_{name}"), labels)
     };
 
     // Before any SealedSecret: zero-valued error series for each reason.
@@ -1121,9 +1092,7 @@ async fn metrics_have_upstreams_names_and_sensible_values() -> Result<()> {
 
 #[tokio::test]
 async fn per_key_metric_follows_renewal() -> Result<()> {
-    let env = Env::new("http-metrics-keys").await?;
-    let controller = env.start_controller(&[]).await?;
-    let first = controller.cert().await?;
+    let Running(env, controller, first, _, _) = Running::start("http-metrics-keys", &[]).await?;
     await_leader(&controller).await?;
     env.create(&env.seal(&first, "a", &[("k", "v")], Scope::Strict))
         .await?;
@@ -1141,13 +1110,13 @@ async fn per_key_metric_follows_renewal() -> Result<()> {
     let text = await_condition(WAIT, "per-key counts 1 and 2", || async {
         let text = controller.scrape().await?;
         let name = "sealed_secrets_controller_sealedsecrets_per_key";
-        let ok = metric(&text, name, &[("fingerprint", &f1)]) == Some(1.0)
-            && metric(&text, name, &[("fingerprint", &f2)]) == Some(2.0);
+        let ok = Metrics::parse(&text).get(name, &[("fingerprint", &f1)]) == Some(1.0)
+            && Metrics::parse(&text).get(name, &[("fingerprint", &f2)]) == Some(2.0);
         Ok(ok.then_some(text))
     })
     .await?;
     assert_eq!(
-        metric(&text, "sealed_secrets_controller_keys", &[]),
+        Metrics::parse(&text).get("sealed_secrets_controller_keys", &[]),
         Some(2.0)
     );
     Ok(())

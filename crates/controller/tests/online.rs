@@ -134,7 +134,7 @@ async fn keyseal_online_modes_against_upstream_controller() -> anyhow::Result<()
         env.name(),
         "sealed-secrets-controller",
         "http",
-        upstream.port,
+        upstream.api_port,
     )
     .await?;
     let cert = upstream.cert().await?;

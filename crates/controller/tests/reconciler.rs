@@ -13,50 +13,15 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use keyseal_api::annotations::{MANAGED, PATCH, SKIP_SET_OWNER_REFERENCES};
-use keyseal_api::{Scope, SealedSecret, SealedSecretCondition};
+use keyseal_api::{Scope, SealedSecret};
 use keyseal_crypto::Certificate;
 use keyseal_testenv::await_condition;
+use keyseal_testenv::metrics::Metrics;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client};
 
-const WAIT: Duration = Duration::from_secs(30);
-
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// A Secret `namespace/name` with `items` as stringData and the scope annotation of `scope`.
-fn plain_secret(namespace: &str, name: &str, items: &[(&str, &str)], scope: Scope) -> Secret {
-    let mut secret = Secret::default();
-    secret.metadata.name = Some(name.into());
-    secret.metadata.namespace = Some(namespace.into());
-    let mut annotations = BTreeMap::new();
-    scope.write_annotations(&mut annotations);
-    secret.metadata.annotations = Some(annotations);
-    secret.string_data = Some(strings(items));
-    secret
-}
-
-/// Seals `items` as the CLI would for `namespace/name` in `scope`.
-fn seal_for(
-    cert: &Certificate,
-    namespace: &str,
-    name: &str,
-    items: &[(&str, &str)],
-    scope: Scope,
-) -> SealedSecret {
-    keyseal_api::seal_secret(
-        &plain_secret(namespace, name, items, scope),
-        cert.public_key(),
-    )
-    .expect("seals")
-}
 
 /// Moves a SealedSecret (and its template) to another name/namespace without re-sealing.
 fn moved(mut ss: SealedSecret, namespace: &str, name: &str) -> SealedSecret {
@@ -71,33 +36,6 @@ fn moved(mut ss: SealedSecret, namespace: &str, name: &str) -> SealedSecret {
 
 fn sealed_api(client: Client, namespace: &str) -> Api<SealedSecret> {
     Api::namespaced(client, namespace)
-}
-
-fn synced(ss: &SealedSecret) -> Option<&SealedSecretCondition> {
-    ss.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Synced"))
-}
-
-/// Waits until the SealedSecret's Synced condition is `status` *and* it reports the current
-/// generation, so a stale condition from an earlier generation never satisfies the wait.
-async fn await_status(api: &Api<SealedSecret>, name: &str, status: &str) -> Result<SealedSecret> {
-    await_condition(
-        WAIT,
-        &format!("SealedSecret {name} Synced={status} at its generation"),
-        || {
-            let api = api.clone();
-            let (name, status) = (name.to_owned(), status.to_owned());
-            async move {
-                let ss = api.get(&name).await?;
-                let ok = synced(&ss).is_some_and(|c| c.status == status)
-                    && ss.status.as_ref().and_then(|s| s.observed_generation)
-                        == ss.metadata.generation;
-                Ok(ok.then_some(ss))
-            }
-        },
-    )
-    .await
 }
 
 fn message(ss: &SealedSecret) -> String {
@@ -123,33 +61,6 @@ async fn modify(
         }
     }
     anyhow::bail!("SealedSecret {name}: too many write conflicts")
-}
-
-/// Waits until the Secret `namespace/name` exists and `check` accepts it.
-async fn await_secret_in(
-    client: Client,
-    namespace: &str,
-    name: &str,
-    check: impl Fn(&Secret) -> bool,
-) -> Result<Secret> {
-    let api: Api<Secret> = Api::namespaced(client, namespace);
-    await_condition(WAIT, &format!("Secret {namespace}/{name}"), || {
-        let api = api.clone();
-        let name = name.to_owned();
-        let ok = &check;
-        async move { Ok(api.get_opt(&name).await?.filter(|s| ok(s))) }
-    })
-    .await
-}
-
-/// events.k8s.io/v1 events about `name` in `namespace`.
-async fn events_about(client: Client, namespace: &str, name: &str) -> Result<Vec<Event>> {
-    let api: Api<Event> = Api::namespaced(client, namespace);
-    let all = api.list(&Default::default()).await?.items;
-    Ok(all
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect())
 }
 
 /// Waits for an event with `reason` about `name` and returns it.
@@ -205,19 +116,18 @@ fn check_event(event: &Event, type_: &str, note_contains: &str) {
     );
 }
 
-/// Value of one sample of a metric, matched by name and label substrings (`reason="update"`).
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// [`assert_no_plaintext_in`] the test's namespace.
+async fn assert_no_plaintext(
+    controller: &ControllerProcess,
+    env: &Env,
+    values: &[&str],
+) -> Result<()> {
+    assert_no_plaintext_in(controller, env.admin(), &[env.name()], values).await
 }
 
 /// No plaintext value (nor its base64 form, as a dumped Secret would show it) appears in the
 /// controller's log, in its metrics or in any event in `namespaces`.
-async fn assert_no_plaintext(
+async fn assert_no_plaintext_in(
     controller: &ControllerProcess,
     client: Client,
     namespaces: &[&str],
@@ -305,10 +215,7 @@ fn existing_secret(
 
 #[tokio::test]
 async fn create_update_and_delete_follow_the_sealed_secret() -> Result<()> {
-    let env = Env::new("rc-life").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
+    let Running(env, controller, cert, ns, _) = Running::start("rc-life", &[]).await?;
 
     let mut plain = plain_secret(&ns, "app", &[("password", "LIFE-pw-1")], Scope::Strict);
     plain.metadata.labels = Some(strings(&[("app", "web"), ("tier", "db")]));
@@ -335,7 +242,7 @@ async fn create_update_and_delete_follow_the_sealed_secret() -> Result<()> {
     assert_eq!(secret.type_.as_deref(), Some("example.com/custom"));
     assert_eq!(secret.immutable, Some(false));
     owner_ok(&secret, &created);
-    let ss1 = await_status(&env.sealed_secrets(), "app", "True").await?;
+    let ss1 = env.await_synced("app", "True").await?;
     assert_eq!(ss1.metadata.generation, Some(1));
 
     // Someone edits the owned Secret; the next update of the SealedSecret overwrites it all.
@@ -374,16 +281,10 @@ async fn create_update_and_delete_follow_the_sealed_secret() -> Result<()> {
     );
     assert_eq!(secret.metadata.labels, Some(strings(&[("app", "web2")])));
     owner_ok(&secret, &created);
-    let ss2 = await_status(&env.sealed_secrets(), "app", "True").await?;
+    let ss2 = env.await_synced("app", "True").await?;
     assert_eq!(ss2.metadata.generation, Some(2));
 
-    assert_no_plaintext(
-        &controller,
-        env.admin(),
-        &[&ns],
-        &["LIFE-pw-1", "LIFE-pw-2", "LIFE-tok-2"],
-    )
-    .await?;
+    assert_no_plaintext(&controller, &env, &["LIFE-pw-1", "LIFE-pw-2", "LIFE-tok-2"]).await?;
 
     // Deleting the SealedSecret: garbage collection removes the Secret.
     env.sealed_secrets()
@@ -403,23 +304,13 @@ async fn create_update_and_delete_follow_the_sealed_secret() -> Result<()> {
 
 #[tokio::test]
 async fn strict_scope_opens_only_under_its_own_name_and_namespace() -> Result<()> {
-    let env = Env::new("rc-strict").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-strict", &[]).await?;
 
     // Right name and namespace.
-    env.create(&seal_for(
-        &cert,
-        &ns,
-        "right",
-        &[("pw", "STRICT-ok")],
-        Scope::Strict,
-    ))
-    .await?;
+    env.create(&env.seal(&cert, "right", &[("pw", "STRICT-ok")], Scope::Strict))
+        .await?;
     // Sealed for another name, created as "renamed".
-    let other_name = seal_for(&cert, &ns, "other", &[("pw", "STRICT-n")], Scope::Strict);
+    let other_name = env.seal(&cert, "other", &[("pw", "STRICT-n")], Scope::Strict);
     env.create(&moved(other_name, &ns, "renamed")).await?;
     // Sealed for another namespace, created here under the same name.
     let other_ns = seal_for(
@@ -431,11 +322,11 @@ async fn strict_scope_opens_only_under_its_own_name_and_namespace() -> Result<()
     );
     env.create(&moved(other_ns, &ns, "same")).await?;
 
-    await_status(&api, "right", "True").await?;
+    await_synced(&api, "right", "True").await?;
     let s = env.await_secret("right", |_| true).await?;
     assert_eq!(pairs(&s), expect(&[("pw", "STRICT-ok")]));
     for name in ["renamed", "same"] {
-        let ss = await_status(&api, name, "False").await?;
+        let ss = await_synced(&api, name, "False").await?;
         assert!(
             message(&ss).contains("no key could decrypt secret (pw)"),
             "{name}: {:?}",
@@ -449,31 +340,15 @@ async fn strict_scope_opens_only_under_its_own_name_and_namespace() -> Result<()
         );
         assert!(env.secrets().get_opt(name).await?.is_none(), "{name}");
     }
-    assert_no_plaintext(
-        &controller,
-        env.admin(),
-        &[&ns],
-        &["STRICT-ok", "STRICT-n", "STRICT-ns"],
-    )
-    .await?;
+    assert_no_plaintext(&controller, &env, &["STRICT-ok", "STRICT-n", "STRICT-ns"]).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn namespace_wide_scope_opens_under_any_name_in_its_namespace() -> Result<()> {
-    let env = Env::new("rc-nswide").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-nswide", &[]).await?;
 
-    let ss = seal_for(
-        &cert,
-        &ns,
-        "orig",
-        &[("pw", "NSW-ok")],
-        Scope::NamespaceWide,
-    );
+    let ss = env.seal(&cert, "orig", &[("pw", "NSW-ok")], Scope::NamespaceWide);
     env.create(&moved(ss, &ns, "renamed")).await?;
     // Namespace-wide for another namespace does not open here.
     let ss = seal_for(
@@ -485,12 +360,12 @@ async fn namespace_wide_scope_opens_under_any_name_in_its_namespace() -> Result<
     );
     env.create(&moved(ss, &ns, "foreign")).await?;
 
-    await_status(&api, "renamed", "True").await?;
+    await_synced(&api, "renamed", "True").await?;
     let s = env.await_secret("renamed", |_| true).await?;
     assert_eq!(pairs(&s), expect(&[("pw", "NSW-ok")]));
-    let ss = await_status(&api, "foreign", "False").await?;
+    let ss = await_synced(&api, "foreign", "False").await?;
     assert!(message(&ss).contains("no key could decrypt secret (pw)"));
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["NSW-ok", "NSW-no"]).await?;
+    assert_no_plaintext(&controller, &env, &["NSW-ok", "NSW-no"]).await?;
     Ok(())
 }
 
@@ -504,7 +379,7 @@ async fn cluster_wide_scope_opens_anywhere() -> Result<()> {
     let cert = controller.cert().await?;
     let ns = env.name().to_owned();
 
-    let ss = seal_for(&cert, &ns, "orig", &[("pw", "CW-ok")], Scope::ClusterWide);
+    let ss = env.seal(&cert, "orig", &[("pw", "CW-ok")], Scope::ClusterWide);
     sealed_api(env.admin(), other.name())
         .create(
             &PostParams::default(),
@@ -515,27 +390,23 @@ async fn cluster_wide_scope_opens_anywhere() -> Result<()> {
 
     let s = await_secret_in(env.admin(), other.name(), "moved", |_| true).await?;
     assert_eq!(pairs(&s), expect(&[("pw", "CW-ok")]));
-    await_status(&sealed_api(env.admin(), other.name()), "moved", "True").await?;
+    await_synced(&sealed_api(env.admin(), other.name()), "moved", "True").await?;
     let s = env.await_secret("renamed", |_| true).await?;
     assert_eq!(pairs(&s), expect(&[("pw", "CW-ok")]));
-    await_status(&env.sealed_secrets(), "renamed", "True").await?;
-    assert_no_plaintext(&controller, env.admin(), &[&ns, other.name()], &["CW-ok"]).await?;
+    env.await_synced("renamed", "True").await?;
+    assert_no_plaintext_in(&controller, env.admin(), &[&ns, other.name()], &["CW-ok"]).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn adding_the_scope_annotation_alone_unseals_again() -> Result<()> {
-    let env = Env::new("rc-scopefix").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, _, api) = Running::start("rc-scopefix", &[]).await?;
 
     // Sealed cluster-wide, but the top-level annotation was lost: read as strict, it fails.
-    let mut ss = seal_for(&cert, &ns, "app", &[("pw", "SCOPE-v")], Scope::ClusterWide);
+    let mut ss = env.seal(&cert, "app", &[("pw", "SCOPE-v")], Scope::ClusterWide);
     ss.metadata.annotations = None;
     env.create(&ss).await?;
-    let failed = await_status(&api, "app", "False").await?;
+    let failed = await_synced(&api, "app", "False").await?;
     assert!(message(&failed).contains("no key could decrypt secret (pw)"));
 
     // A metadata-only change (no new generation) is enough (upstream ignores it, COMPAT §9).
@@ -549,8 +420,8 @@ async fn adding_the_scope_annotation_alone_unseals_again() -> Result<()> {
     assert_eq!(changed.metadata.generation, failed.metadata.generation);
     let s = env.await_secret("app", |_| true).await?;
     assert_eq!(pairs(&s), expect(&[("pw", "SCOPE-v")]));
-    await_status(&api, "app", "True").await?;
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["SCOPE-v"]).await?;
+    await_synced(&api, "app", "True").await?;
+    assert_no_plaintext(&controller, &env, &["SCOPE-v"]).await?;
     Ok(())
 }
 
@@ -559,10 +430,7 @@ async fn adding_the_scope_annotation_alone_unseals_again() -> Result<()> {
 
 #[tokio::test]
 async fn a_managed_secret_is_taken_over() -> Result<()> {
-    let env = Env::new("rc-managed").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
+    let Running(env, controller, cert, _, _) = Running::start("rc-managed", &[]).await?;
 
     env.secrets()
         .create(
@@ -576,13 +444,7 @@ async fn a_managed_secret_is_taken_over() -> Result<()> {
         )
         .await?;
     let created = env
-        .create(&seal_for(
-            &cert,
-            &ns,
-            "app",
-            &[("pw", "MANAGED-new")],
-            Scope::Strict,
-        ))
+        .create(&env.seal(&cert, "app", &[("pw", "MANAGED-new")], Scope::Strict))
         .await?;
     let secret = env.await_secret("app", |s| !no_owner(s)).await?;
     owner_ok(&secret, &created);
@@ -596,11 +458,10 @@ async fn a_managed_secret_is_taken_over() -> Result<()> {
         BTreeMap::new(),
         "labels replaced by the template's"
     );
-    await_status(&env.sealed_secrets(), "app", "True").await?;
+    env.await_synced("app", "True").await?;
     assert_no_plaintext(
         &controller,
-        env.admin(),
-        &[&ns],
+        &env,
         &["MANAGED-new", "MANAGED-old", "MANAGED-before"],
     )
     .await?;
@@ -609,11 +470,7 @@ async fn a_managed_secret_is_taken_over() -> Result<()> {
 
 #[tokio::test]
 async fn a_patch_secret_is_merged_into() -> Result<()> {
-    let env = Env::new("rc-patch").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-patch", &[]).await?;
 
     // "patch" alone: merged, no ownerReference. "both" (patch + managed): merged and owned.
     for (name, annotations) in [
@@ -676,7 +533,7 @@ async fn a_patch_secret_is_merged_into() -> Result<()> {
                 .map(String::as_str),
             Some("t")
         );
-        let ss = await_status(&api, name, "True").await?;
+        let ss = await_synced(&api, name, "True").await?;
         if name == "patch" {
             assert!(
                 no_owner(&secret),
@@ -706,12 +563,11 @@ async fn a_patch_secret_is_merged_into() -> Result<()> {
             ]),
             "{name}: still merged on update"
         );
-        await_status(&api, name, "True").await?;
+        await_synced(&api, name, "True").await?;
     }
     assert_no_plaintext(
         &controller,
-        env.admin(),
-        &[&ns],
+        &env,
         &[
             "PATCH-keep",
             "PATCH-old",
@@ -726,10 +582,7 @@ async fn a_patch_secret_is_merged_into() -> Result<()> {
 
 #[tokio::test]
 async fn an_unmanaged_secret_is_left_alone() -> Result<()> {
-    let env = Env::new("rc-unmanaged").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
+    let Running(env, controller, cert, ns, _) = Running::start("rc-unmanaged", &[]).await?;
 
     let before = env
         .secrets()
@@ -738,15 +591,9 @@ async fn an_unmanaged_secret_is_left_alone() -> Result<()> {
             &existing_secret("app", &[], &[("mine", "yes")], &[("pw", "UNMANAGED-mine")]),
         )
         .await?;
-    env.create(&seal_for(
-        &cert,
-        &ns,
-        "app",
-        &[("pw", "UNMANAGED-sealed")],
-        Scope::Strict,
-    ))
-    .await?;
-    let ss = await_status(&env.sealed_secrets(), "app", "False").await?;
+    env.create(&env.seal(&cert, "app", &[("pw", "UNMANAGED-sealed")], Scope::Strict))
+        .await?;
+    let ss = env.await_synced("app", "False").await?;
     let expected = r#"Resource "app" already exists and is not managed by SealedSecret"#;
     assert!(message(&ss).contains(expected), "{:?}", message(&ss));
     let event = await_event(env.admin(), &ns, "app", "ErrUpdateFailed").await?;
@@ -761,30 +608,19 @@ async fn an_unmanaged_secret_is_left_alone() -> Result<()> {
     assert!(no_owner(&after));
     let metrics = controller.scrape().await?;
     assert!(
-        metric(
-            &metrics,
+        Metrics::parse(&metrics).sum(
             "sealed_secrets_controller_unseal_errors_total",
-            &["reason=\"unmanaged\"", &format!("namespace=\"{ns}\"")]
+            &[("reason", "unmanaged"), ("namespace", &ns)]
         ) >= 1.0,
         "{metrics}"
     );
-    assert_no_plaintext(
-        &controller,
-        env.admin(),
-        &[&ns],
-        &["UNMANAGED-mine", "UNMANAGED-sealed"],
-    )
-    .await?;
+    assert_no_plaintext(&controller, &env, &["UNMANAGED-mine", "UNMANAGED-sealed"]).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn skip_set_owner_references_keeps_working_after_the_first_create() -> Result<()> {
-    let env = Env::new("rc-skipowner").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-skipowner", &[]).await?;
 
     let sealed = |value: &str| {
         let mut plain = plain_secret(&ns, "app", &[("pw", value)], Scope::Strict);
@@ -799,7 +635,7 @@ async fn skip_set_owner_references_keeps_working_after_the_first_create() -> Res
     let secret = env.await_secret("app", |_| true).await?;
     assert!(no_owner(&secret), "{:?}", secret.metadata.owner_references);
     assert_eq!(pairs(&secret), expect(&[("pw", "SKIPOWN-1")]));
-    await_status(&api, "app", "True").await?;
+    await_synced(&api, "app", "True").await?;
 
     // Upstream fails here (the Secret is neither controlled nor managed): keyseal updates it.
     for value in ["SKIPOWN-2", "SKIPOWN-3"] {
@@ -811,15 +647,9 @@ async fn skip_set_owner_references_keeps_working_after_the_first_create() -> Res
             })
             .await?;
         assert!(no_owner(&secret));
-        await_status(&api, "app", "True").await?;
+        await_synced(&api, "app", "True").await?;
     }
-    assert_no_plaintext(
-        &controller,
-        env.admin(),
-        &[&ns],
-        &["SKIPOWN-1", "SKIPOWN-2", "SKIPOWN-3"],
-    )
-    .await?;
+    assert_no_plaintext(&controller, &env, &["SKIPOWN-1", "SKIPOWN-2", "SKIPOWN-3"]).await?;
     Ok(())
 }
 
@@ -828,22 +658,13 @@ async fn skip_set_owner_references_keeps_working_after_the_first_create() -> Res
 
 #[tokio::test]
 async fn a_deleted_secret_is_recreated() -> Result<()> {
-    let env = Env::new("rc-recreate").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
+    let Running(env, controller, cert, _, _) = Running::start("rc-recreate", &[]).await?;
 
     let created = env
-        .create(&seal_for(
-            &cert,
-            &ns,
-            "app",
-            &[("pw", "RECREATE-v")],
-            Scope::Strict,
-        ))
+        .create(&env.seal(&cert, "app", &[("pw", "RECREATE-v")], Scope::Strict))
         .await?;
     let first = env.await_secret("app", |_| true).await?;
-    await_status(&env.sealed_secrets(), "app", "True").await?;
+    env.await_synced("app", "True").await?;
     env.secrets()
         .delete("app", &DeleteParams::default())
         .await?;
@@ -852,28 +673,19 @@ async fn a_deleted_secret_is_recreated() -> Result<()> {
         .await?;
     assert_eq!(pairs(&again), expect(&[("pw", "RECREATE-v")]));
     owner_ok(&again, &created);
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["RECREATE-v"]).await?;
+    assert_no_plaintext(&controller, &env, &["RECREATE-v"]).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn skip_recreate_leaves_a_deleted_secret_deleted() -> Result<()> {
-    let env = Env::new("rc-skiprec").await?;
-    let controller = env.start_controller(&["--skip-recreate"]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, _, api) =
+        Running::start("rc-skiprec", &["--skip-recreate"]).await?;
 
-    env.create(&seal_for(
-        &cert,
-        &ns,
-        "app",
-        &[("pw", "SKIPREC-1")],
-        Scope::Strict,
-    ))
-    .await?;
+    env.create(&env.seal(&cert, "app", &[("pw", "SKIPREC-1")], Scope::Strict))
+        .await?;
     env.await_secret("app", |_| true).await?;
-    await_status(&api, "app", "True").await?;
+    await_synced(&api, "app", "True").await?;
     env.secrets()
         .delete("app", &DeleteParams::default())
         .await?;
@@ -886,17 +698,11 @@ async fn skip_recreate_leaves_a_deleted_secret_deleted() -> Result<()> {
 
     // The flag only stops reacting to deletions: a change of the SealedSecret writes the Secret
     // again, as upstream does.
-    let next = seal_for(&cert, &ns, "app", &[("pw", "SKIPREC-2")], Scope::Strict);
+    let next = env.seal(&cert, "app", &[("pw", "SKIPREC-2")], Scope::Strict);
     modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
     let secret = env.await_secret("app", |_| true).await?;
     assert_eq!(pairs(&secret), expect(&[("pw", "SKIPREC-2")]));
-    assert_no_plaintext(
-        &controller,
-        env.admin(),
-        &[&ns],
-        &["SKIPREC-1", "SKIPREC-2"],
-    )
-    .await?;
+    assert_no_plaintext(&controller, &env, &["SKIPREC-1", "SKIPREC-2"]).await?;
     Ok(())
 }
 
@@ -911,11 +717,7 @@ async fn regression_a_secret_deleted_while_its_status_is_written_is_recreated() 
     use keyseal_testenv::webhook::HoldingWebhook;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let env = Env::new("rc-race").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-race", &[]).await?;
 
     // Holds the first status write for "app" (the controller's, after it wrote the Secret).
     let once = AtomicBool::new(false);
@@ -924,7 +726,7 @@ async fn regression_a_secret_deleted_while_its_status_is_written_is_recreated() 
             && a.resource == "sealedsecrets/status"
             && !once.swap(true, Ordering::SeqCst)
     })?;
-    env.create(&seal_for(&cert, &ns, "probe", &[("k", "v")], Scope::Strict))
+    env.create(&env.seal(&cert, "probe", &[("k", "v")], Scope::Strict))
         .await?;
     let rules = vec![
         k8s_openapi::api::admissionregistration::v1::RuleWithOperations {
@@ -953,14 +755,8 @@ async fn regression_a_secret_deleted_while_its_status_is_written_is_recreated() 
         })
         .await?;
 
-    env.create(&seal_for(
-        &cert,
-        &ns,
-        "app",
-        &[("pw", "RACE-v")],
-        Scope::Strict,
-    ))
-    .await?;
+    env.create(&env.seal(&cert, "app", &[("pw", "RACE-v")], Scope::Strict))
+        .await?;
     let held = webhook.next_held(WAIT).await?;
     let first = env
         .secrets()
@@ -987,8 +783,8 @@ async fn regression_a_secret_deleted_while_its_status_is_written_is_recreated() 
         .await
         .map_err(|e| e.context(controller.logs()))?;
     assert_eq!(pairs(&again), expect(&[("pw", "RACE-v")]));
-    await_status(&api, "app", "True").await?;
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["RACE-v"]).await?;
+    await_synced(&api, "app", "True").await?;
+    assert_no_plaintext(&controller, &env, &["RACE-v"]).await?;
     Ok(())
 }
 
@@ -998,11 +794,7 @@ async fn regression_a_secret_deleted_while_its_status_is_written_is_recreated() 
 /// deletion of any Secret of the SealedSecret's name). Its own Secret still is.
 #[tokio::test]
 async fn regression_a_deleted_unmanaged_secret_is_not_replaced() -> Result<()> {
-    let env = Env::new("rc-unowned-del").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, _, api) = Running::start("rc-unowned-del", &[]).await?;
 
     for (name, annotations) in [("plain", vec![]), ("patched", vec![(PATCH, "true")])] {
         env.secrets()
@@ -1015,28 +807,16 @@ async fn regression_a_deleted_unmanaged_secret_is_not_replaced() -> Result<()> {
     // "plain" fails as unmanaged; "patched" is merged into without being taken over (no owner,
     // as upstream): neither Secret is the SealedSecret's.
     for name in ["plain", "patched"] {
-        env.create(&seal_for(
-            &cert,
-            &ns,
-            name,
-            &[("pw", "UNOWNED-sealed")],
-            Scope::Strict,
-        ))
-        .await?;
+        env.create(&env.seal(&cert, name, &[("pw", "UNOWNED-sealed")], Scope::Strict))
+            .await?;
     }
-    let plain = await_status(&api, "plain", "False").await?;
-    let patched = await_status(&api, "patched", "True").await?;
+    let plain = await_synced(&api, "plain", "False").await?;
+    let patched = await_synced(&api, "patched", "True").await?;
     assert!(no_owner(&env.secrets().get("patched").await?));
     // An owned Secret, deleted after the two: once it is back, the deletions before it in the
     // same watch were handled too.
-    env.create(&seal_for(
-        &cert,
-        &ns,
-        "marker",
-        &[("pw", "UNOWNED-marker")],
-        Scope::Strict,
-    ))
-    .await?;
+    env.create(&env.seal(&cert, "marker", &[("pw", "UNOWNED-marker")], Scope::Strict))
+        .await?;
     let marker = env.await_secret("marker", |_| true).await?;
     for name in ["plain", "patched", "marker"] {
         env.secrets().delete(name, &DeleteParams::default()).await?;
@@ -1069,8 +849,7 @@ async fn regression_a_deleted_unmanaged_secret_is_not_replaced() -> Result<()> {
     }
     assert_no_plaintext(
         &controller,
-        env.admin(),
-        &[&ns],
+        &env,
         &["UNOWNED-theirs", "UNOWNED-sealed", "UNOWNED-marker"],
     )
     .await?;
@@ -1082,11 +861,7 @@ async fn regression_a_deleted_unmanaged_secret_is_not_replaced() -> Result<()> {
 
 #[tokio::test]
 async fn an_immutable_secret_that_would_change_fails_once() -> Result<()> {
-    let env = Env::new("rc-immut").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-immut", &[]).await?;
 
     let sealed = |value: &str| {
         let mut plain = plain_secret(&ns, "app", &[("pw", value)], Scope::Strict);
@@ -1096,11 +871,11 @@ async fn an_immutable_secret_that_would_change_fails_once() -> Result<()> {
     env.create(&sealed("IMMUT-1")).await?;
     let secret = env.await_secret("app", |_| true).await?;
     assert_eq!(secret.immutable, Some(true), "immutable from the template");
-    await_status(&api, "app", "True").await?;
+    await_synced(&api, "app", "True").await?;
 
     let next = sealed("IMMUT-2");
     modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
-    let ss = await_status(&api, "app", "False").await?;
+    let ss = await_synced(&api, "app", "False").await?;
     assert!(
         message(&ss).contains("the target Secret is immutable"),
         "{:?}",
@@ -1115,28 +890,27 @@ async fn an_immutable_secret_that_would_change_fails_once() -> Result<()> {
 
     // Not retried: neither the error counter nor the events keep growing.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let errors = |text: &str| {
-        metric(
-            text,
+    let errors = |m: Metrics| {
+        m.sum(
             "sealed_secrets_controller_unseal_errors_total",
-            &["reason=\"update\"", &format!("namespace=\"{ns}\"")],
+            &[("reason", "update"), ("namespace", &ns)],
         )
     };
-    let before = errors(&controller.scrape().await?);
+    let before = errors(controller.metrics().await?);
     let events_before = occurrences(
         &events_about(env.admin(), &ns, "app").await?,
         "ErrUpdateFailed",
     );
     assert!(before >= 1.0);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = errors(&controller.scrape().await?);
+    let after = errors(controller.metrics().await?);
     let events_after = occurrences(
         &events_about(env.admin(), &ns, "app").await?,
         "ErrUpdateFailed",
     );
     assert_eq!(before, after, "the update error is not retried");
     assert_eq!(events_before, events_after, "no new events");
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["IMMUT-1", "IMMUT-2"]).await?;
+    assert_no_plaintext(&controller, &env, &["IMMUT-1", "IMMUT-2"]).await?;
     Ok(())
 }
 
@@ -1145,14 +919,10 @@ async fn an_immutable_secret_that_would_change_fails_once() -> Result<()> {
 
 #[tokio::test]
 async fn template_data_is_rendered_with_the_decrypted_items() -> Result<()> {
-    let env = Env::new("rc-tmpl").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
+    let Running(env, controller, cert, _, _) = Running::start("rc-tmpl", &[]).await?;
 
-    let mut ss = seal_for(
+    let mut ss = env.seal(
         &cert,
-        &ns,
         "app",
         &[("user", "alice-TMPL"), ("pass", "pw-TMPL-9")],
         Scope::Strict,
@@ -1179,23 +949,22 @@ async fn template_data_is_rendered_with_the_decrypted_items() -> Result<()> {
             ("user", "alice-TMPL"),
         ])
     );
-    await_status(&env.sealed_secrets(), "app", "True").await?;
+    env.await_synced("app", "True").await?;
 
     // A template that reads the environment is refused, not rendered.
-    let mut bad = seal_for(&cert, &ns, "env", &[("a", "TMPL-a")], Scope::Strict);
+    let mut bad = env.seal(&cert, "env", &[("a", "TMPL-a")], Scope::Strict);
     bad.spec.template.data = Some(BTreeMap::from([(
         "home".to_owned(),
         Some(r#"{{ env "HOME" }}"#.to_owned()),
     )]));
     env.create(&bad).await?;
-    let ss = await_status(&env.sealed_secrets(), "env", "False").await?;
+    let ss = env.await_synced("env", "False").await?;
     assert!(message(&ss).contains("template data (home)"), "{ss:?}");
     assert!(env.secrets().get_opt("env").await?.is_none());
 
     assert_no_plaintext(
         &controller,
-        env.admin(),
-        &[&ns],
+        &env,
         &["alice-TMPL", "pw-TMPL-9", "ALICE-TMPL", "TMPL-a"],
     )
     .await?;
@@ -1204,14 +973,10 @@ async fn template_data_is_rendered_with_the_decrypted_items() -> Result<()> {
 
 #[tokio::test]
 async fn a_null_template_entry_drops_an_item() -> Result<()> {
-    let env = Env::new("rc-tmplnull").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
+    let Running(env, controller, cert, _, _) = Running::start("rc-tmplnull", &[]).await?;
 
-    let mut ss = seal_for(
+    let mut ss = env.seal(
         &cert,
-        &ns,
         "app",
         &[("keep", "NULL-keep"), ("drop", "NULL-drop")],
         Scope::Strict,
@@ -1230,13 +995,7 @@ async fn a_null_template_entry_drops_an_item() -> Result<()> {
         pairs(&secret),
         expect(&[("both", "NULL-keep+NULL-drop"), ("keep", "NULL-keep")])
     );
-    assert_no_plaintext(
-        &controller,
-        env.admin(),
-        &[&ns],
-        &["NULL-keep", "NULL-drop"],
-    )
-    .await?;
+    assert_no_plaintext(&controller, &env, &["NULL-keep", "NULL-drop"]).await?;
     Ok(())
 }
 
@@ -1261,61 +1020,48 @@ fn legacy(cert: &Certificate, ns: &str, name: &str, value: &str) -> Result<Seale
 
 #[tokio::test]
 async fn legacy_v1_data_is_accepted_by_default() -> Result<()> {
-    let env = Env::new("rc-v1data").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
+    let Running(env, controller, cert, ns, _) = Running::start("rc-v1data", &[]).await?;
 
     let created = env.create(&legacy(&cert, &ns, "old", "V1-legacy")?).await?;
     let secret = env.await_secret("old", |_| true).await?;
     assert_eq!(pairs(&secret), expect(&[("pw", "V1-legacy")]));
     assert_eq!(secret.metadata.labels, Some(strings(&[("legacy", "yes")])));
     owner_ok(&secret, &created);
-    await_status(&env.sealed_secrets(), "old", "True").await?;
+    env.await_synced("old", "True").await?;
 
     // Both formats at once: an error.
     let mut both = legacy(&cert, &ns, "both", "V1-both")?;
-    both.spec.encrypted_data =
-        seal_for(&cert, &ns, "both", &[("pw", "V1-both-new")], Scope::Strict)
-            .spec
-            .encrypted_data;
+    both.spec.encrypted_data = env
+        .seal(&cert, "both", &[("pw", "V1-both-new")], Scope::Strict)
+        .spec
+        .encrypted_data;
     env.create(&both).await?;
-    let ss = await_status(&env.sealed_secrets(), "both", "False").await?;
+    let ss = env.await_synced("both", "False").await?;
     assert!(
         message(&ss).contains("'encryptedData' and the deprecated field 'data'"),
         "{:?}",
         message(&ss)
     );
     assert!(env.secrets().get_opt("both").await?.is_none());
-    assert_no_plaintext(
-        &controller,
-        env.admin(),
-        &[&ns],
-        &["V1-legacy", "V1-both", "V1-both-new"],
-    )
-    .await?;
+    assert_no_plaintext(&controller, &env, &["V1-legacy", "V1-both", "V1-both-new"]).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn legacy_v1_data_is_refused_when_disabled() -> Result<()> {
-    let env = Env::new("rc-v1off").await?;
-    let controller = env
-        .start_controller(&["--accept-deprecated-v1-data=false"])
-        .await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
+    let flags = ["--accept-deprecated-v1-data=false"];
+    let Running(env, controller, cert, ns, _) = Running::start("rc-v1off", &flags).await?;
 
     env.create(&legacy(&cert, &ns, "old", "V1OFF-legacy")?)
         .await?;
-    let ss = await_status(&env.sealed_secrets(), "old", "False").await?;
+    let ss = env.await_synced("old", "False").await?;
     assert!(
         message(&ss).contains("deprecated 'data' field"),
         "{:?}",
         message(&ss)
     );
     assert!(env.secrets().get_opt("old").await?.is_none());
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["V1OFF-legacy"]).await?;
+    assert_no_plaintext(&controller, &env, &["V1OFF-legacy"]).await?;
     Ok(())
 }
 
@@ -1324,17 +1070,13 @@ async fn legacy_v1_data_is_refused_when_disabled() -> Result<()> {
 
 #[tokio::test]
 async fn status_tracks_generation_and_transitions() -> Result<()> {
-    let env = Env::new("rc-status").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-status", &[]).await?;
     let transition = |ss: &SealedSecret| synced(ss).and_then(|c| c.last_transition_time.clone());
 
     // Generation 1: sealed for another name → False.
-    let wrong = seal_for(&cert, &ns, "other", &[("a", "STATUS-a")], Scope::Strict);
+    let wrong = env.seal(&cert, "other", &[("a", "STATUS-a")], Scope::Strict);
     env.create(&moved(wrong, &ns, "app")).await?;
-    let g1 = await_status(&api, "app", "False").await?;
+    let g1 = await_synced(&api, "app", "False").await?;
     assert_eq!(g1.status.as_ref().unwrap().observed_generation, Some(1));
     assert!(message(&g1).contains("no key could decrypt secret (a)"));
     let t1 = transition(&g1).context("lastTransitionTime")?;
@@ -1348,9 +1090,8 @@ async fn status_tracks_generation_and_transitions() -> Result<()> {
 
     // Generation 2: still failing (other items) → False→False keeps lastTransitionTime.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let wrong = seal_for(
+    let wrong = env.seal(
         &cert,
-        &ns,
         "other",
         &[("b", "STATUS-b"), ("c", "STATUS-c")],
         Scope::Strict,
@@ -1374,9 +1115,9 @@ async fn status_tracks_generation_and_transitions() -> Result<()> {
 
     // Generation 3: right → False→True moves lastTransitionTime.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let right = seal_for(&cert, &ns, "app", &[("a", "STATUS-ok")], Scope::Strict);
+    let right = env.seal(&cert, "app", &[("a", "STATUS-ok")], Scope::Strict);
     modify(&api, "app", |s| s.spec = right.spec.clone()).await?;
-    let g3 = await_status(&api, "app", "True").await?;
+    let g3 = await_synced(&api, "app", "True").await?;
     assert_eq!(g3.metadata.generation, Some(3));
     assert_eq!(g3.status.as_ref().unwrap().observed_generation, Some(3));
     let t3 = transition(&g3).context("lastTransitionTime")?;
@@ -1390,19 +1131,18 @@ async fn status_tracks_generation_and_transitions() -> Result<()> {
 
     // Generation 4: True→True keeps it, observedGeneration follows.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let right = seal_for(&cert, &ns, "app", &[("a", "STATUS-ok2")], Scope::Strict);
+    let right = env.seal(&cert, "app", &[("a", "STATUS-ok2")], Scope::Strict);
     modify(&api, "app", |s| s.spec = right.spec.clone()).await?;
     env.await_secret("app", |s| {
         data(s).get("a").map(String::as_str) == Some("STATUS-ok2")
     })
     .await?;
-    let g4 = await_status(&api, "app", "True").await?;
+    let g4 = await_synced(&api, "app", "True").await?;
     assert_eq!(g4.status.as_ref().unwrap().observed_generation, Some(4));
     assert_eq!(transition(&g4), Some(t3), "True→True keeps it");
     assert_no_plaintext(
         &controller,
-        env.admin(),
-        &[&ns],
+        &env,
         &[
             "STATUS-a",
             "STATUS-b",
@@ -1420,27 +1160,22 @@ async fn status_tracks_generation_and_transitions() -> Result<()> {
 
 #[tokio::test]
 async fn label_selector_filters_sealed_secrets() -> Result<()> {
-    let env = Env::new("rc-labelsel").await?;
-    let controller = env
-        .start_controller(&["--label-selector", "keyseal.test/shard=a"])
-        .await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let flags = ["--label-selector", "keyseal.test/shard=a"];
+    let Running(env, controller, cert, _, api) = Running::start("rc-labelsel", &flags).await?;
 
     for (name, shard) in [
         ("none", None),
         ("shard-b", Some("b")),
         ("shard-a", Some("a")),
     ] {
-        let mut ss = seal_for(&cert, &ns, name, &[("pw", "LABELSEL-v")], Scope::Strict);
+        let mut ss = env.seal(&cert, name, &[("pw", "LABELSEL-v")], Scope::Strict);
         if let Some(shard) = shard {
             ss.metadata.labels = Some(strings(&[("keyseal.test/shard", shard)]));
         }
         env.create(&ss).await?;
     }
     env.await_secret("shard-a", |_| true).await?;
-    await_status(&api, "shard-a", "True").await?;
+    await_synced(&api, "shard-a", "True").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     for name in ["none", "shard-b"] {
         assert!(
@@ -1449,7 +1184,7 @@ async fn label_selector_filters_sealed_secrets() -> Result<()> {
         );
         assert!(env.secrets().get_opt(name).await?.is_none(), "{name}");
     }
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["LABELSEL-v"]).await?;
+    assert_no_plaintext(&controller, &env, &["LABELSEL-v"]).await?;
     Ok(())
 }
 
@@ -1462,7 +1197,7 @@ async fn other_namespaces_are_ignored_without_all_namespaces() -> Result<()> {
     let cert = controller.cert().await?;
     let ns = env.name().to_owned();
 
-    let ss = seal_for(&cert, &ns, "app", &[("pw", "NSONLY-v")], Scope::ClusterWide);
+    let ss = env.seal(&cert, "app", &[("pw", "NSONLY-v")], Scope::ClusterWide);
     let other_api = sealed_api(env.admin(), other.name());
     other_api
         .create(
@@ -1472,12 +1207,12 @@ async fn other_namespaces_are_ignored_without_all_namespaces() -> Result<()> {
         .await?;
     env.create(&ss).await?;
     env.await_secret("app", |_| true).await?;
-    await_status(&env.sealed_secrets(), "app", "True").await?;
+    env.await_synced("app", "True").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(other_api.get("app").await?.status.is_none());
     let other_secrets: Api<Secret> = Api::namespaced(env.admin(), other.name());
     assert!(other_secrets.get_opt("app").await?.is_none());
-    assert_no_plaintext(
+    assert_no_plaintext_in(
         &controller,
         env.admin(),
         &[&ns, other.name()],
@@ -1492,29 +1227,19 @@ async fn other_namespaces_are_ignored_without_all_namespaces() -> Result<()> {
 
 #[tokio::test]
 async fn a_malformed_sealed_secret_fails_without_harm() -> Result<()> {
-    let env = Env::new("rc-malformed").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-malformed", &[]).await?;
 
-    env.create(&seal_for(
-        &cert,
-        &ns,
-        "app",
-        &[("pw", "MALFORMED-ok")],
-        Scope::Strict,
-    ))
-    .await?;
+    env.create(&env.seal(&cert, "app", &[("pw", "MALFORMED-ok")], Scope::Strict))
+        .await?;
     env.await_secret("app", |_| true).await?;
-    await_status(&api, "app", "True").await?;
+    await_synced(&api, "app", "True").await?;
 
     // An update that breaks it: the condition and an event say so; the Secret stays as it was.
     modify(&api, "app", |s| {
         s.spec.encrypted_data = strings(&[("pw", "!!! not base64 !!!")]);
     })
     .await?;
-    let ss = await_status(&api, "app", "False").await?;
+    let ss = await_synced(&api, "app", "False").await?;
     assert!(
         message(&ss).contains("illegal base64 data in encryptedData (pw)"),
         "{:?}",
@@ -1554,67 +1279,41 @@ async fn a_malformed_sealed_secret_fails_without_harm() -> Result<()> {
     // The controller is alive and still working.
     let (code, _) = controller.get("/healthz").await?;
     assert_eq!(code, 200);
-    env.create(&seal_for(
-        &cert,
-        &ns,
-        "after",
-        &[("pw", "MALFORMED-after")],
-        Scope::Strict,
-    ))
-    .await?;
+    env.create(&env.seal(&cert, "after", &[("pw", "MALFORMED-after")], Scope::Strict))
+        .await?;
     env.await_secret("after", |_| true).await?;
     assert!(env.secrets().get_opt("app").await?.is_some());
-    assert_no_plaintext(
-        &controller,
-        env.admin(),
-        &[&ns],
-        &["MALFORMED-ok", "MALFORMED-after"],
-    )
-    .await?;
+    assert_no_plaintext(&controller, &env, &["MALFORMED-ok", "MALFORMED-after"]).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn template_immutable_applies_on_update_with_unchanged_data() -> Result<()> {
-    let env = Env::new("rc-immutflip").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-immutflip", &[]).await?;
 
-    env.create(&seal_for(
-        &cert,
-        &ns,
-        "app",
-        &[("pw", "FLIP-v")],
-        Scope::Strict,
-    ))
-    .await?;
+    env.create(&env.seal(&cert, "app", &[("pw", "FLIP-v")], Scope::Strict))
+        .await?;
     let secret = env.await_secret("app", |_| true).await?;
     assert_eq!(secret.immutable, None);
-    await_status(&api, "app", "True").await?;
+    await_synced(&api, "app", "True").await?;
 
     // Same value, now immutable: only the template's `immutable` changes.
     let mut plain = plain_secret(&ns, "app", &[("pw", "FLIP-v")], Scope::Strict);
     plain.immutable = Some(true);
     let next = keyseal_api::seal_secret(&plain, cert.public_key())?;
     modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
-    await_status(&api, "app", "True").await?;
+    await_synced(&api, "app", "True").await?;
     let secret = env
         .await_secret("app", |s| s.immutable == Some(true))
         .await?;
     assert_eq!(pairs(&secret), expect(&[("pw", "FLIP-v")]));
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["FLIP-v"]).await?;
+    assert_no_plaintext(&controller, &env, &["FLIP-v"]).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_secret_the_api_server_rejects_fails_without_leaking() -> Result<()> {
-    let env = Env::new("rc-rejected").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-rejected", &[]).await?;
 
     // Not JSON, so kubernetes.io/dockerconfigjson validation refuses the Secret.
     let mut plain = plain_secret(
@@ -1626,7 +1325,7 @@ async fn a_secret_the_api_server_rejects_fails_without_leaking() -> Result<()> {
     plain.type_ = Some("kubernetes.io/dockerconfigjson".into());
     env.create(&keyseal_api::seal_secret(&plain, cert.public_key())?)
         .await?;
-    let ss = await_status(&api, "app", "False").await?;
+    let ss = await_synced(&api, "app", "False").await?;
     assert!(
         message(&ss).contains(".dockerconfigjson"),
         "{:?}",
@@ -1637,40 +1336,29 @@ async fn a_secret_the_api_server_rejects_fails_without_leaking() -> Result<()> {
     assert!(env.secrets().get_opt("app").await?.is_none());
     // Permanent: not retried.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let errors = |text: &str| {
-        metric(
-            text,
+    let errors = |m: Metrics| {
+        m.sum(
             "sealed_secrets_controller_unseal_errors_total",
-            &["reason=\"update\"", &format!("namespace=\"{ns}\"")],
+            &[("reason", "update"), ("namespace", &ns)],
         )
     };
-    let before = errors(&controller.scrape().await?);
+    let before = errors(controller.metrics().await?);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(before, errors(&controller.scrape().await?));
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["REJECTED-not-json"]).await?;
+    assert_eq!(before, errors(controller.metrics().await?));
+    assert_no_plaintext(&controller, &env, &["REJECTED-not-json"]).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn status_is_written_when_the_sealed_secret_changes_during_the_unseal() -> Result<()> {
-    let env = Env::new("rc-race").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, _, api) = Running::start("rc-race", &[]).await?;
 
     // Metadata-only writes (no new generation) right after the create, so that the controller's
     // status write races them and may hit a conflict; the status must still be written.
     for i in 0..5 {
         let name = format!("app{i}");
-        env.create(&seal_for(
-            &cert,
-            &ns,
-            &name,
-            &[("pw", "RACE-v")],
-            Scope::Strict,
-        ))
-        .await?;
+        env.create(&env.seal(&cert, &name, &[("pw", "RACE-v")], Scope::Strict))
+            .await?;
         for j in 0..15 {
             let patch = serde_json::json!({"metadata": {"labels": {"touch": j.to_string()}}});
             api.patch(
@@ -1684,19 +1372,15 @@ async fn status_is_written_when_the_sealed_secret_changes_during_the_unseal() ->
     for i in 0..5 {
         let name = format!("app{i}");
         env.await_secret(&name, |_| true).await?;
-        await_status(&api, &name, "True").await?;
+        await_synced(&api, &name, "True").await?;
     }
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["RACE-v"]).await?;
+    assert_no_plaintext(&controller, &env, &["RACE-v"]).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn an_immutable_secret_takes_metadata_changes_and_survives_a_restart() -> Result<()> {
-    let env = Env::new("rc-immutmeta").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
-    let ns = env.name().to_owned();
-    let api = env.sealed_secrets();
+    let Running(env, controller, cert, ns, api) = Running::start("rc-immutmeta", &[]).await?;
 
     // No type in the template: the API server stores `Opaque`.
     let sealed = |labels: &[(&str, &str)]| {
@@ -1708,12 +1392,12 @@ async fn an_immutable_secret_takes_metadata_changes_and_survives_a_restart() -> 
     env.create(&sealed(&[("v", "1")])).await?;
     env.await_secret("app", |s| s.immutable == Some(true))
         .await?;
-    await_status(&api, "app", "True").await?;
+    await_synced(&api, "app", "True").await?;
 
     // Same data, new label: allowed on an immutable Secret.
     let next = sealed(&[("v", "2")]);
     modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
-    let ss = await_status(&api, "app", "True").await?;
+    let ss = await_synced(&api, "app", "True").await?;
     assert_eq!(ss.metadata.generation, Some(2));
     let secret = env
         .await_secret("app", |s| {
@@ -1728,16 +1412,13 @@ async fn an_immutable_secret_takes_metadata_changes_and_survives_a_restart() -> 
     assert_eq!(pairs(&secret), expect(&[("pw", "IMMETA-v")]));
 
     // A restart unseals everything once more: nothing changed, so it stays Synced=True.
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["IMMETA-v"]).await?;
+    assert_no_plaintext(&controller, &env, &["IMMETA-v"]).await?;
     controller.stop().await?;
     let controller = env.start_controller(&[]).await?;
     await_condition(WAIT, "the restarted controller unsealed again", || async {
-        Ok((metric(
-            &controller.scrape().await?,
-            "sealed_secrets_controller_unseal_requests_total",
-            &[],
-        ) >= 1.0)
-            .then_some(()))
+        let metrics = controller.metrics().await?;
+        let unsealed = metrics.sum("sealed_secrets_controller_unseal_requests_total", &[]);
+        Ok((unsealed >= 1.0).then_some(()))
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1755,6 +1436,6 @@ async fn an_immutable_secret_takes_metadata_changes_and_survives_a_restart() -> 
             .all(|e| e.type_.as_deref() != Some("Warning")),
         "no warning events"
     );
-    assert_no_plaintext(&controller, env.admin(), &[&ns], &["IMMETA-v"]).await?;
+    assert_no_plaintext(&controller, &env, &["IMMETA-v"]).await?;
     Ok(())
 }

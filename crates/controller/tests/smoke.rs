@@ -7,9 +7,7 @@ use keyseal_api::Scope;
 
 #[tokio::test]
 async fn unseals_a_sealed_secret_under_manifest_rbac() -> anyhow::Result<()> {
-    let env = Env::new("ctrl-smoke").await?;
-    let controller = env.start_controller(&[]).await?;
-    let cert = controller.cert().await?;
+    let Running(env, controller, cert, _, _) = Running::start("ctrl-smoke", &[]).await?;
     assert_eq!(
         env.key_secrets().await?.len(),
         1,

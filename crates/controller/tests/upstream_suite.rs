@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{ControllerProcess, Env, Network, UpstreamController, Watch};
+use common::{ControllerKind, Env, Network, Watch};
 use keyseal_testenv::{PrivatePlane, await_condition, expose_in_netns, proxy_get, repo_root};
 
 /// The controller's namespace: the suite's default (`-namespace`) and the manifests'.
@@ -145,28 +145,6 @@ fn results(report: &Path) -> Result<Vec<SpecResult>> {
     Ok(out)
 }
 
-/// The controller under test, kept running until the suite ends.
-enum Running {
-    Keyseal(ControllerProcess),
-    Upstream(UpstreamController),
-}
-
-impl Running {
-    fn port(&self) -> u16 {
-        match self {
-            Running::Keyseal(c) => c.api_port,
-            Running::Upstream(c) => c.port,
-        }
-    }
-
-    fn logs(&self) -> String {
-        match self {
-            Running::Keyseal(c) => c.logs(),
-            Running::Upstream(c) => c.logs(),
-        }
-    }
-}
-
 /// Upstream's Go module (its CRD), as `scripts/fixtures` downloads it.
 fn upstream_module() -> Result<PathBuf> {
     let out = std::process::Command::new(repo_root().join("scripts/fixtures"))
@@ -188,10 +166,6 @@ async fn run(controller: Controller, cli: Cli) -> Result<()> {
         Cli::Keyseal => Env::keyseal_cli()?,
         Cli::Kubeseal => keyseal_testenv::fixture("kubeseal")?,
     };
-    let controller_bin = match controller {
-        Controller::Keyseal => PathBuf::from(env!("CARGO_BIN_EXE_keyseal-controller")),
-        Controller::Upstream => keyseal_testenv::fixture("controller")?,
-    };
 
     let plane = PrivatePlane::start().await?;
     let cluster = plane.cluster().await?;
@@ -210,35 +184,18 @@ async fn run(controller: Controller, cli: Cli) -> Result<()> {
         .apply_file(&repo_root().join("manifests/rbac.yaml"))
         .await?;
     let identity = cluster.identity(CONTROLLER_NS, NAME).await?;
-    let running = match controller {
-        Controller::Keyseal => Running::Keyseal(
-            ControllerProcess::start_watching(
-                Network::Netns,
-                Watch::All,
-                &identity.kubeconfig_netns,
-                CONTROLLER_NS,
-                &[],
-            )
-            .await?,
-        ),
-        Controller::Upstream => Running::Upstream(
-            UpstreamController::start(
-                &cluster,
-                &identity,
-                CONTROLLER_NS,
-                Network::Netns,
-                Watch::All,
-                &[],
-            )
-            .await?,
-        ),
+    let kind = match controller {
+        Controller::Keyseal => ControllerKind::Keyseal,
+        Controller::Upstream => ControllerKind::Upstream(&cluster),
     };
+    let (network, watch) = (Network::Netns, Watch::All);
+    let running = common::start(kind, &identity, CONTROLLER_NS, network, watch, &[]).await?;
     expose_in_netns(
         &cluster.client(),
         CONTROLLER_NS,
         NAME,
         "http",
-        running.port(),
+        running.api_port,
     )
     .await?;
     let admin = cluster.client();
@@ -275,7 +232,7 @@ async fn run(controller: Controller, cli: Cli) -> Result<()> {
         .arg("-kubeseal-bin")
         .arg(&cli_bin)
         .arg("-controller-bin")
-        .arg(&controller_bin)
+        .arg(running.binary())
         .arg(format!("-ginkgo.json-report={}", report.display()))
         .args(["-ginkgo.no-color", "-ginkgo.timeout=10m"])
         .current_dir(work.path())

@@ -200,11 +200,7 @@ async fn a_foreign_secret_under_the_name_is_not_overwritten() {
 #[tokio::test]
 async fn unreachable_vault_is_a_transient_error() {
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = keyseal_testenv::free_port().unwrap();
     let kv = emulator().await;
     let options = VaultOptions {
         max_retries: 1,

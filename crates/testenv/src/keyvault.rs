@@ -17,7 +17,7 @@ pub use keyseal_kv_emulator::app::{Fault, FaultMode};
 use keyseal_kv_emulator::config::{Config, Tls};
 pub use keyseal_kv_emulator::config::{Federated, Identity, Issuer, Permission, Role};
 
-use crate::Cluster;
+use crate::{Cluster, workspace_binary};
 
 /// The tenant the tests' emulators use.
 pub const TENANT: &str = "5e2c1a7f-0b3d-4c69-9a8e-2f4d6b1c3a90";
@@ -319,26 +319,6 @@ async fn admin_request(url: &str, method: &'static str, body: Option<Vec<u8>>) -
         Ok(response.body_mut().read_to_string()?)
     })
     .await?
-}
-
-/// A binary of another workspace package, from this build's target directory; built with cargo
-/// when missing (running a single package's tests).
-pub fn workspace_binary(name: &str, package: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test binary's target directory")?;
-    let path = dir.join(name);
-    if !path.is_file() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-q", "-p", package, "--bin", name])
-            .current_dir(crate::repo_root())
-            .status()?;
-        ensure!(status.success() && path.is_file(), "could not build {name}");
-    }
-    Ok(path)
 }
 
 impl Drop for KvEmulator {

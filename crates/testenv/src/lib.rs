@@ -14,13 +14,17 @@
 //! * [`PrivatePlane`] starts a whole control plane for one test (a controller watching every
 //!   namespace, objects in `kube-system`); [`Cluster::apply_file`] applies a manifest file and
 //!   [`Cluster::identity`] mints a token for a ServiceAccount it created.
+//! * [`controller::Launch`] starts keyseal-controller or upstream's controller as a process
+//!   under test ([`controller::ControllerProcess`]); [`metrics::Metrics`] reads its `/metrics`.
 //! * [`webhook::HoldingWebhook`] holds chosen API requests (a validating admission webhook) so a
 //!   test can force an interleaving, e.g. a deletion while a status write is in flight.
 //!
 //! See `docs/cluster.md`.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod keyvault;
+pub mod metrics;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -38,12 +42,17 @@ use k8s_openapi::api::core::v1::{
     Container, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Namespace,
     ObjectReference, Pod, PodSpec, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt as _};
+
+/// The ServiceAccount of `manifests/rbac.yaml`, which kubeseal's `--controller-name` defaults to.
+pub const CONTROLLER_SA: &str = "sealed-secrets-controller";
 
 /// The network namespace `scripts/cluster up` creates.
 pub const NETNS: &str = "keyseal-net";
@@ -62,6 +71,26 @@ pub fn repo_root() -> PathBuf {
         .nth(2)
         .expect("crates/testenv has two ancestors")
         .to_path_buf()
+}
+
+/// A binary of another workspace package, from this build's target directory; built with cargo
+/// when missing (running a single package's tests).
+pub fn workspace_binary(name: &str, package: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary's target directory")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", package, "--bin", name])
+            .current_dir(repo_root())
+            .status()?;
+        ensure!(status.success() && path.is_file(), "could not build {name}");
+    }
+    Ok(path)
 }
 
 /// Path of an upstream fixture binary (`etcd`, `kube-apiserver`, `kube-controller-manager`,
@@ -490,6 +519,54 @@ impl Cluster {
         self.identity(namespace, name).await
     }
 
+    /// The controller's identity as `manifests/rbac.yaml` grants it, with `namespace` as the
+    /// controller's namespace: the manifests' ClusterRole applied (shared, idempotent), their
+    /// Role created in `namespace`, and the ServiceAccount [`CONTROLLER_SA`] there bound to both.
+    pub async fn controller_identity(&self, namespace: &str) -> Result<ServiceAccountIdentity> {
+        let path = repo_root().join("manifests/rbac.yaml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let find = |kind: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == kind)
+                .cloned()
+                .with_context(|| format!("no {kind} in {}", path.display()))
+        };
+        let cluster_role: ClusterRole = serde_json::from_value(find("ClusterRole")?)?;
+        let mut role: Role = serde_json::from_value(find("Role")?)?;
+        let cluster_role_name = cluster_role.name_any();
+        Api::<ClusterRole>::all(self.client())
+            .patch(
+                &cluster_role_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&cluster_role),
+            )
+            .await
+            .with_context(|| format!("applying ClusterRole {cluster_role_name}"))?;
+        role.metadata.namespace = Some(namespace.to_owned());
+        let role_name = role.name_any();
+        Api::<Role>::namespaced(self.client(), namespace)
+            .create(&PostParams::default(), &role)
+            .await
+            .with_context(|| format!("creating Role {namespace}/{role_name}"))?;
+        self.service_account(
+            namespace,
+            CONTROLLER_SA,
+            &[
+                Binding::ClusterRole {
+                    name: cluster_role_name,
+                },
+                Binding::Role {
+                    namespace: namespace.to_owned(),
+                    name: role_name,
+                },
+            ],
+        )
+        .await
+    }
+
     /// A token for the ServiceAccount `namespace/name` with the given audiences, valid one hour
     /// (what the kubelet projects into a pod, e.g. for workload identity with
     /// `api://AzureADTokenExchange`).
@@ -871,6 +948,14 @@ impl NetnsProcess {
 /// Whether [`NETNS`] exists.
 pub fn netns_exists() -> bool {
     Path::new("/run/netns").join(NETNS).exists()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it), for a listener a child
+/// process opens.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A TCP port for a listener inside [`NETNS`]: random in 20000..60000 and not in use there.

@@ -298,8 +298,7 @@ fn upstream_sealed_secrets_binaries_run() -> Result<()> {
 #[test]
 fn scripts_keyvault_starts_switches_faults_and_stops() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let bin =
-        keyseal_testenv::keyvault::workspace_binary("keyseal-kv-emulator", "keyseal-kv-emulator")?;
+    let bin = keyseal_testenv::workspace_binary("keyseal-kv-emulator", "keyseal-kv-emulator")?;
     let script = keyseal_testenv::repo_root().join("scripts/keyvault");
     let run = |args: &[&str]| -> Result<String> {
         let out = std::process::Command::new(&script)

@@ -3,21 +3,85 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
-use keyseal_api::{Scope, SealedSecret};
+use k8s_openapi::api::events::v1::Event;
+use keyseal_api::{Scope, SealedSecret, SealedSecretCondition};
 use keyseal_crypto::Certificate;
-use keyseal_testenv::{Binding, Cluster, ServiceAccountIdentity, TestNamespace, await_condition};
-use kube::api::{Patch, PatchParams, PostParams};
+pub use keyseal_testenv::controller::{ControllerProcess, Launch, Network, Watch};
+use keyseal_testenv::{Cluster, ServiceAccountIdentity, TestNamespace, await_condition};
+use kube::api::PostParams;
 use kube::{Api, Client};
 
-/// The controller's ServiceAccount name, as in the manifests.
-pub const SA: &str = "sealed-secrets-controller";
+/// How long a test waits for the controller to act.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The keyseal-controller binary cargo built for these tests.
+pub fn controller_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_keyseal-controller"))
+}
+
+/// Which controller a test starts.
+#[derive(Clone, Copy)]
+pub enum ControllerKind<'a> {
+    /// keyseal-controller, as cargo built it for these tests.
+    Keyseal,
+    /// The real upstream Sealed Secrets controller (built by `scripts/fixtures`), run as a Pod
+    /// would be on `cluster` (see `Cluster::in_cluster_command`).
+    Upstream(&'a Cluster),
+}
+
+/// Starts `kind` as `identity` for `namespace` and waits until it is up. keyseal-controller
+/// gets JSON debug logs (the leak checks read them) and a short leader lease (failover tests),
+/// and is up when `/healthz` answers; upstream's controller when it serves its certificate.
+pub async fn start(
+    kind: ControllerKind<'_>,
+    identity: &ServiceAccountIdentity,
+    namespace: &str,
+    network: Network,
+    watch: Watch,
+    extra: &[&str],
+) -> Result<ControllerProcess> {
+    let upstream_binary;
+    let binary = match kind {
+        ControllerKind::Keyseal => controller_binary(),
+        ControllerKind::Upstream(_) => {
+            upstream_binary = keyseal_testenv::fixture("controller")?;
+            upstream_binary.as_path()
+        }
+    };
+    let launch = Launch::new(binary, namespace).network(network).watch(watch);
+    let mut c = match kind {
+        ControllerKind::Keyseal => launch
+            .args(["--log-format", "json", "--log-level", "debug"])
+            .args(["--leader-election-lease-duration", "6s"])
+            .args(extra)
+            .spawn_keyseal(identity)?,
+        ControllerKind::Upstream(cluster) => {
+            launch.args(extra).spawn_upstream(cluster, identity)?
+        }
+    };
+    match kind {
+        ControllerKind::Keyseal => c.wait_healthy(WAIT).await?,
+        ControllerKind::Upstream(_) => c.wait_serving_cert(WAIT).await?,
+    }
+    Ok(c)
+}
+
+/// The certificate a controller serves, parsed.
+pub trait ServedCertificate {
+    /// [`ControllerProcess::cert_pem`], parsed.
+    fn cert(&self) -> impl Future<Output = Result<Certificate>>;
+}
+
+impl ServedCertificate for ControllerProcess {
+    async fn cert(&self) -> Result<Certificate> {
+        Ok(Certificate::from_pem(self.cert_pem().await?.as_bytes())?)
+    }
+}
 
 /// A test namespace with the CRD installed and the manifests' RBAC bound to a ServiceAccount.
 pub struct Env {
@@ -26,57 +90,13 @@ pub struct Env {
     pub sa: ServiceAccountIdentity,
 }
 
-fn manifest_docs() -> Vec<serde_json::Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/rbac.yaml");
-    let text = std::fs::read_to_string(path).expect("manifests/rbac.yaml");
-    keyseal_api::input::documents(&text).expect("rbac.yaml parses")
-}
-
-fn manifest<T: serde::de::DeserializeOwned>(kind: &str) -> T {
-    let doc = manifest_docs()
-        .into_iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} in manifests/rbac.yaml"));
-    serde_json::from_value(doc).expect("manifest decodes")
-}
-
 impl Env {
     /// Sets up namespace, CRD and RBAC.
     pub async fn new(prefix: &str) -> Result<Self> {
         let cluster = Cluster::connect().await?;
         cluster.install_crd().await?;
         let ns = cluster.namespace(prefix).await?;
-        let admin = cluster.client();
-        // The ClusterRole exactly as shipped (shared by all tests, applied idempotently).
-        let cluster_role: ClusterRole = manifest("ClusterRole");
-        let name = cluster_role.metadata.name.clone().unwrap();
-        Api::<ClusterRole>::all(admin.clone())
-            .patch(
-                &name,
-                &PatchParams::apply("keyseal-e2e").force(),
-                &Patch::Apply(&cluster_role),
-            )
-            .await?;
-        // The namespaced Role, moved into the test namespace (the controller's namespace here).
-        let mut role: Role = manifest("Role");
-        role.metadata.namespace = Some(ns.name().to_owned());
-        let role_name = role.metadata.name.clone().unwrap();
-        Api::<Role>::namespaced(admin.clone(), ns.name())
-            .create(&PostParams::default(), &role)
-            .await?;
-        let sa = cluster
-            .service_account(
-                ns.name(),
-                SA,
-                &[
-                    Binding::ClusterRole { name },
-                    Binding::Role {
-                        namespace: ns.name().to_owned(),
-                        name: role_name,
-                    },
-                ],
-            )
-            .await?;
+        let sa = cluster.controller_identity(ns.name()).await?;
         Ok(Self { cluster, ns, sa })
     }
 
@@ -105,7 +125,19 @@ impl Env {
 
     /// Starts a controller whose namespace is the test namespace, watching only it.
     pub async fn start_controller(&self, extra: &[&str]) -> Result<ControllerProcess> {
-        ControllerProcess::start(&self.sa.kubeconfig, self.name(), extra).await
+        self.start(ControllerKind::Keyseal, Network::Host, extra)
+            .await
+    }
+
+    /// [`start`]s `kind` for this namespace, watching only it.
+    async fn start(
+        &self,
+        kind: ControllerKind<'_>,
+        network: Network,
+        extra: &[&str],
+    ) -> Result<ControllerProcess> {
+        let watch = Watch::OwnNamespace;
+        start(kind, &self.sa, self.name(), network, watch, extra).await
     }
 
     /// Starts a controller inside the test network namespace and exposes its API as the Service
@@ -114,13 +146,9 @@ impl Env {
         &self,
         extra: &[&str],
     ) -> Result<ControllerProcess> {
-        let c = ControllerProcess::start_on(
-            Network::Netns,
-            &self.sa.kubeconfig_netns,
-            self.name(),
-            extra,
-        )
-        .await?;
+        let c = self
+            .start(ControllerKind::Keyseal, Network::Netns, extra)
+            .await?;
         keyseal_testenv::expose_in_netns(
             &self.admin(),
             self.name(),
@@ -134,25 +162,10 @@ impl Env {
 
     /// Path of the `keyseal` CLI, built on demand (it is another package's binary).
     pub fn keyseal_cli() -> Result<PathBuf> {
-        let dir = std::path::Path::new(env!("CARGO_BIN_EXE_keyseal-controller"))
-            .parent()
-            .context("target dir")?
-            .to_path_buf();
-        let path = dir.join("keyseal");
-        if !path.is_file() {
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "keyseal-cli"])
-                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-                .status()?;
-            anyhow::ensure!(
-                status.success() && path.is_file(),
-                "could not build the keyseal CLI"
-            );
-        }
-        Ok(path)
+        keyseal_testenv::workspace_binary("keyseal", "keyseal-cli")
     }
 
-    /// Seals `items` for `name` in this namespace with `cert`.
+    /// [`seal_for`] this namespace.
     pub fn seal(
         &self,
         cert: &Certificate,
@@ -160,19 +173,7 @@ impl Env {
         items: &[(&str, &str)],
         scope: Scope,
     ) -> SealedSecret {
-        let mut secret = Secret::default();
-        secret.metadata.name = Some(name.into());
-        secret.metadata.namespace = Some(self.name().into());
-        let mut annotations = BTreeMap::new();
-        scope.write_annotations(&mut annotations);
-        secret.metadata.annotations = Some(annotations);
-        secret.string_data = Some(
-            items
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        keyseal_api::seal_secret(&secret, cert.public_key()).expect("seals")
+        seal_for(cert, self.name(), name, items, scope)
     }
 
     /// Creates a SealedSecret.
@@ -183,56 +184,92 @@ impl Env {
             .await?)
     }
 
-    /// Waits until the Secret `name` exists and `check` accepts it.
+    /// [`await_secret_in`] this namespace.
     pub async fn await_secret(
         &self,
         name: &str,
         check: impl Fn(&Secret) -> bool,
     ) -> Result<Secret> {
-        let api = self.secrets();
-        await_condition(
-            Duration::from_secs(30),
-            &format!("Secret {}/{name}", self.name()),
-            || {
-                let api = api.clone();
-                let name = name.to_owned();
-                let ok = &check;
-                async move { Ok(api.get_opt(&name).await?.filter(|s| ok(s))) }
-            },
-        )
-        .await
+        await_secret_in(self.admin(), self.name(), name, check).await
     }
 
-    /// Waits until the SealedSecret's Synced condition has `status` (`True`/`False`).
+    /// [`await_synced`] in this namespace.
     pub async fn await_synced(&self, name: &str, status: &str) -> Result<SealedSecret> {
-        let api = self.sealed_secrets();
-        await_condition(
-            Duration::from_secs(30),
-            &format!("SealedSecret {}/{name} Synced={status}", self.name()),
-            || {
-                let api = api.clone();
-                let name = name.to_owned();
-                let status = status.to_owned();
-                async move {
-                    let ss = api.get(&name).await?;
-                    let ok = ss
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Synced"))
-                        .is_some_and(|c| c.status == status);
-                    Ok(ok.then_some(ss))
-                }
-            },
-        )
-        .await
+        await_synced(&self.sealed_secrets(), name, status).await
     }
 
-    /// Events about `name` (core/v1 list; events.k8s.io events are visible there too).
-    pub async fn events_for(&self, name: &str) -> Result<Vec<k8s_openapi::api::core::v1::Event>> {
-        let api: Api<k8s_openapi::api::core::v1::Event> =
-            Api::namespaced(self.admin(), self.name());
-        let lp = kube::api::ListParams::default().fields(&format!("involvedObject.name={name}"));
-        Ok(api.list(&lp).await?.items)
+    /// [`events_about`] in this namespace.
+    pub async fn events_about(&self, name: &str) -> Result<Vec<Event>> {
+        events_about(self.admin(), self.name(), name).await
+    }
+
+    /// Starts upstream's controller for this namespace, watching only it.
+    pub async fn start_upstream_controller(
+        &self,
+        network: Network,
+        extra: &[&str],
+    ) -> Result<ControllerProcess> {
+        self.start(ControllerKind::Upstream(&self.cluster), network, extra)
+            .await
+    }
+}
+
+/// Owned copies of string pairs.
+pub fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A Secret `namespace/name` with `items` as stringData and the scope annotation of `scope`.
+pub fn plain_secret(namespace: &str, name: &str, items: &[(&str, &str)], scope: Scope) -> Secret {
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(name.into());
+    secret.metadata.namespace = Some(namespace.into());
+    let mut annotations = BTreeMap::new();
+    scope.write_annotations(&mut annotations);
+    secret.metadata.annotations = Some(annotations);
+    secret.string_data = Some(strings(items));
+    secret
+}
+
+/// Seals `items` as the CLI would for `namespace/name` in `scope`.
+pub fn seal_for(
+    cert: &Certificate,
+    namespace: &str,
+    name: &str,
+    items: &[(&str, &str)],
+    scope: Scope,
+) -> SealedSecret {
+    keyseal_api::seal_secret(
+        &plain_secret(namespace, name, items, scope),
+        cert.public_key(),
+    )
+    .expect("seals")
+}
+
+/// What most tests begin with: a test namespace as [`Env::new`] makes it, a keyseal-controller
+/// running in it, the certificate it serves, the namespace's name and its SealedSecrets
+/// (administrator client). A tuple struct, so that a test takes it apart in one line:
+/// `let Running(env, controller, cert, ns, api) = Running::start("prefix", &[]).await?;`
+pub struct Running(
+    pub Env,
+    pub ControllerProcess,
+    pub Certificate,
+    pub String,
+    pub Api<SealedSecret>,
+);
+
+impl Running {
+    /// Creates the namespace, starts the controller with `extra` flags and waits for its
+    /// certificate.
+    pub async fn start(prefix: &str, extra: &[&str]) -> Result<Self> {
+        let env = Env::new(prefix).await?;
+        let controller = env.start_controller(extra).await?;
+        let cert = controller.cert().await?;
+        let (ns, api) = (env.name().to_owned(), env.sealed_secrets());
+        Ok(Self(env, controller, cert, ns, api))
     }
 }
 
@@ -246,349 +283,63 @@ pub fn data(secret: &Secret) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Waits until the Secret `namespace/name` exists and `check` accepts it.
+pub async fn await_secret_in(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    check: impl Fn(&Secret) -> bool,
+) -> Result<Secret> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    await_condition(WAIT, &format!("Secret {namespace}/{name}"), || {
+        let api = api.clone();
+        let name = name.to_owned();
+        let ok = &check;
+        async move { Ok(api.get_opt(&name).await?.filter(|s| ok(s))) }
+    })
+    .await
 }
 
-/// A running controller process; killed when dropped. Its log is kept for inspection.
-pub struct ControllerProcess {
-    child: tokio::process::Child,
-    pub api: String,
-    pub api_port: u16,
-    pub metrics: String,
-    pub log: PathBuf,
-    _dir: tempfile::TempDir,
+/// Waits until the SealedSecret's Synced condition is `status` (`True`/`False`) *and* it reports
+/// the current generation, so a stale condition from an earlier generation never satisfies the
+/// wait.
+pub async fn await_synced(
+    api: &Api<SealedSecret>,
+    name: &str,
+    status: &str,
+) -> Result<SealedSecret> {
+    await_condition(
+        WAIT,
+        &format!("SealedSecret {name} Synced={status} at its generation"),
+        || {
+            let api = api.clone();
+            let (name, status) = (name.to_owned(), status.to_owned());
+            async move {
+                let ss = api.get(&name).await?;
+                let ok = synced(&ss).is_some_and(|c| c.status == status)
+                    && ss.status.as_ref().and_then(|s| s.observed_generation)
+                        == ss.metadata.generation;
+                Ok(ok.then_some(ss))
+            }
+        },
+    )
+    .await
 }
 
-impl ControllerProcess {
-    pub async fn start(
-        kubeconfig: &std::path::Path,
-        namespace: &str,
-        extra: &[&str],
-    ) -> Result<Self> {
-        Self::start_on(Network::Host, kubeconfig, namespace, extra).await
-    }
-
-    /// Starts the controller on loopback, or inside the test network namespace where the API
-    /// server's service proxy can reach it (then `kubeconfig` must be the netns one), watching
-    /// only its own namespace.
-    pub async fn start_on(
-        network: Network,
-        kubeconfig: &std::path::Path,
-        namespace: &str,
-        extra: &[&str],
-    ) -> Result<Self> {
-        Self::start_watching(network, Watch::OwnNamespace, kubeconfig, namespace, extra).await
-    }
-
-    /// Starts the controller watching `watch` (a test with a plane of its own may let it watch
-    /// every namespace, as installed by default).
-    pub async fn start_watching(
-        network: Network,
-        watch: Watch,
-        kubeconfig: &std::path::Path,
-        namespace: &str,
-        extra: &[&str],
-    ) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let log = dir.path().join("controller.log");
-        let (host, api_port, metrics_port) = match network {
-            Network::Host => ("127.0.0.1", free_port(), free_port()),
-            Network::Netns => (
-                keyseal_testenv::NETNS_IP,
-                keyseal_testenv::netns_port()?,
-                keyseal_testenv::netns_port()?,
-            ),
-        };
-        let mut cmd = match network {
-            Network::Host => tokio::process::Command::new(env!("CARGO_BIN_EXE_keyseal-controller")),
-            Network::Netns => {
-                let mut c = tokio::process::Command::new("ip");
-                c.args([
-                    "netns",
-                    "exec",
-                    keyseal_testenv::NETNS,
-                    env!("CARGO_BIN_EXE_keyseal-controller"),
-                ]);
-                c
-            }
-        };
-        cmd.arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args([
-                "--namespace",
-                namespace,
-                watch.flag(),
-                "--log-format",
-                "json",
-                "--log-level",
-                "debug",
-            ])
-            .args([
-                "--listen-addr",
-                &format!("{host}:{api_port}"),
-                "--listen-metrics-addr",
-                &format!("{host}:{metrics_port}"),
-            ])
-            .args(["--leader-election-lease-duration", "6s"])
-            // Everything to stderr, which is the log file the leak checks read.
-            .arg("--log-info-stdout=false")
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SEALED_SECRETS_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd.spawn().context("starting keyseal-controller")?;
-        let mut me = Self {
-            child,
-            api: format!("http://{host}:{api_port}"),
-            api_port,
-            metrics: format!("http://{host}:{metrics_port}"),
-            log,
-            _dir: dir,
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = me.child.try_wait()? {
-                bail!("keyseal-controller exited with {status}:\n{}", me.logs());
-            }
-            if me.get("/healthz").await.is_ok_and(|(code, _)| code == 200) {
-                return Ok(me);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("keyseal-controller not healthy after 30s:\n{}", me.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Everything the controller logged so far.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn request(
-        url: String,
-        method: &'static str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(u16, String)> {
-        tokio::task::spawn_blocking(move || -> Result<(u16, String)> {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
-            let mut response = match (method, body) {
-                ("POST", Some(b)) => agent.post(&url).send(&b[..])?,
-                _ => agent.get(&url).call()?,
-            };
-            let code = response.status().as_u16();
-            Ok((code, response.body_mut().read_to_string()?))
-        })
-        .await?
-    }
-
-    /// GET on the API listener.
-    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
-        Self::request(format!("{}{path}", self.api), "GET", None).await
-    }
-
-    /// POST on the API listener.
-    pub async fn post(&self, path: &str, body: Vec<u8>) -> Result<(u16, String)> {
-        Self::request(format!("{}{path}", self.api), "POST", Some(body)).await
-    }
-
-    /// The /metrics text.
-    pub async fn scrape(&self) -> Result<String> {
-        Ok(
-            Self::request(format!("{}/metrics", self.metrics), "GET", None)
-                .await?
-                .1,
-        )
-    }
-
-    /// The certificate served once a key exists.
-    pub async fn cert(&self) -> Result<Certificate> {
-        await_condition(
-            Duration::from_secs(30),
-            "the controller serves a certificate",
-            || async {
-                match self.get("/v1/cert.pem").await {
-                    Ok((200, pem)) => Ok(Some(Certificate::from_pem(pem.as_bytes())?)),
-                    _ => Ok(None),
-                }
-            },
-        )
-        .await
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    pub async fn stop(mut self) -> Result<std::process::ExitStatus> {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        Ok(tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await??)
-    }
-
-    /// Sends a signal by name (e.g. `USR1`).
-    pub fn signal(&self, name: &str) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args([&format!("-{name}"), &pid.to_string()])
-                .status();
-        }
-    }
-
-    /// Kills the process (no graceful shutdown), as a crash would.
-    pub async fn kill(mut self) -> Result<()> {
-        self.child.kill().await?;
-        Ok(())
-    }
+/// The SealedSecret's Synced condition, if it has one.
+pub fn synced(ss: &SealedSecret) -> Option<&SealedSecretCondition> {
+    ss.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Synced"))
 }
 
-/// Which SealedSecrets a controller under test handles.
-#[derive(Clone, Copy, Debug)]
-pub enum Watch {
-    /// Those in its own namespace (`--all-namespaces=false`): tests share one plane.
-    OwnNamespace,
-    /// All (the default of both controllers): only on a plane of the test's own.
-    All,
-}
-
-impl Watch {
-    fn flag(self) -> &'static str {
-        match self {
-            Watch::OwnNamespace => "--all-namespaces=false",
-            Watch::All => "--all-namespaces=true",
-        }
-    }
-}
-
-/// Where upstream's controller is reachable.
-pub enum Network {
-    /// Loopback on this host.
-    Host,
-    /// Inside the test network namespace (reachable through the API server's service proxy).
-    Netns,
-}
-
-/// The real upstream Sealed Secrets controller (built by `scripts/fixtures`). It only supports
-/// in-cluster configuration, so it runs in a private mount namespace where this test's
-/// ServiceAccount token and CA are bind-mounted at the standard path.
-pub struct UpstreamController {
-    child: tokio::process::Child,
-    pub api: String,
-    pub port: u16,
-    pub log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Env {
-    pub async fn start_upstream_controller(
-        &self,
-        network: Network,
-        extra: &[&str],
-    ) -> Result<UpstreamController> {
-        UpstreamController::start(
-            &self.cluster,
-            &self.sa,
-            self.name(),
-            network,
-            Watch::OwnNamespace,
-            extra,
-        )
-        .await
-    }
-}
-
-impl UpstreamController {
-    /// Starts upstream's controller as `identity` would run in a Pod in `namespace`.
-    pub async fn start(
-        cluster: &Cluster,
-        identity: &ServiceAccountIdentity,
-        namespace: &str,
-        network: Network,
-        watch: Watch,
-        extra: &[&str],
-    ) -> Result<Self> {
-        let binary = keyseal_testenv::fixture("controller")?;
-        let placement = match network {
-            Network::Host => keyseal_testenv::Placement::Host,
-            Network::Netns => keyseal_testenv::Placement::Netns,
-        };
-        let (mut cmd, dir) = cluster.in_cluster_command(identity, namespace, placement, &binary)?;
-        let log = dir.path().join("upstream.log");
-        let (listen_host, port, metrics_port) = match network {
-            Network::Host => ("127.0.0.1", free_port(), free_port()),
-            Network::Netns => (
-                keyseal_testenv::NETNS_IP,
-                keyseal_testenv::netns_port()?,
-                keyseal_testenv::netns_port()?,
-            ),
-        };
-        let api_host = listen_host;
-        cmd.args([watch.flag(), "--log-info-stdout=false"])
-            .args([
-                "--listen-addr",
-                &format!("{listen_host}:{port}"),
-                "--listen-metrics-addr",
-                &format!("{listen_host}:{metrics_port}"),
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true);
-        let child = cmd.spawn().context("starting the upstream controller")?;
-        let mut me = Self {
-            child,
-            api: format!("http://{api_host}:{port}"),
-            port,
-            log,
-            _dir: dir,
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = me.child.try_wait()? {
-                bail!("upstream controller exited with {status}:\n{}", me.logs());
-            }
-            let cert =
-                ControllerProcess::request(format!("{}/v1/cert.pem", me.api), "GET", None).await;
-            if cert.is_ok_and(|(code, pem)| code == 200 && pem.contains("BEGIN CERTIFICATE")) {
-                return Ok(me);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "upstream controller serves no certificate after 30s:\n{}",
-                    me.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub async fn cert(&self) -> Result<Certificate> {
-        let (_, pem) =
-            ControllerProcess::request(format!("{}/v1/cert.pem", self.api), "GET", None).await?;
-        Ok(Certificate::from_pem(pem.as_bytes())?)
-    }
-
-    pub async fn stop(mut self) -> Result<()> {
-        self.child.kill().await?;
-        Ok(())
-    }
+/// events.k8s.io/v1 events about the object `name` (of any kind) in `namespace`. Events
+/// recorded through core/v1 are listed there too.
+pub async fn events_about(client: Client, namespace: &str, name: &str) -> Result<Vec<Event>> {
+    let api: Api<Event> = Api::namespaced(client, namespace);
+    let all = api.list(&Default::default()).await?.items;
+    Ok(all
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect())
 }
