@@ -2,12 +2,10 @@
 //! service proxy. Upstream kubeseal works against keyseal-controller, and the keyseal CLI works
 //! against the upstream controller.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use keyseal_api::{Scope, SealedSecret};
 
 struct Run {

@@ -1,11 +1,9 @@
 //! High availability: replicas share one key, only the leader writes, and a standby takes over
 //! when the leader dies without losing anything.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use keyseal_api::Scope;
 
 async fn is_leader(c: &ControllerProcess) -> anyhow::Result<bool> {

@@ -1,13 +1,11 @@
 //! Sealing keys and the HTTP API, end to end: the real controller binary against the real
 //! control plane, under the manifests' RBAC (COMPAT §4, §6).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use crate::common::*;
 use anyhow::{Context, Result};
-use common::*;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;

@@ -1,8 +1,6 @@
 //! The controller, under its manifests' RBAC, turns a SealedSecret into a Secret.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyseal_api::Scope;
 
 #[tokio::test]

@@ -2,13 +2,11 @@
 //! binary, under the manifests' RBAC, against the real control plane. One behaviour per test,
 //! each with its own namespace and its own controller.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::*;
 use anyhow::{Context as _, Result, ensure};
-use common::*;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;

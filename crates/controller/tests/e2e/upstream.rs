@@ -1,9 +1,7 @@
 //! Drop-in compatibility with the real upstream Sealed Secrets controller on the same control
 //! plane: each controller unseals what the other's users sealed and uses the other's keys.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyseal_api::Scope;
 
 #[tokio::test]
