@@ -42,6 +42,18 @@ fn message(ss: &SealedSecret) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until the SealedSecret `name` is Synced=False at its generation and checks that the
+/// condition's message contains `text`.
+async fn await_failed(api: &Api<SealedSecret>, name: &str, text: &str) -> Result<SealedSecret> {
+    let ss = await_synced(api, name, "False").await?;
+    assert!(
+        message(&ss).contains(text),
+        "{name}: {:?} should contain {text:?}",
+        message(&ss)
+    );
+    Ok(ss)
+}
+
 /// Reads, modifies and replaces a SealedSecret, retrying on write conflicts with the
 /// controller's status updates.
 async fn modify(
@@ -324,12 +336,7 @@ async fn strict_scope_opens_only_under_its_own_name_and_namespace() -> Result<()
     let s = env.await_secret("right", |_| true).await?;
     assert_eq!(pairs(&s), expect(&[("pw", "STRICT-ok")]));
     for name in ["renamed", "same"] {
-        let ss = await_synced(&api, name, "False").await?;
-        assert!(
-            message(&ss).contains("no key could decrypt secret (pw)"),
-            "{name}: {:?}",
-            message(&ss)
-        );
+        await_failed(&api, name, "no key could decrypt secret (pw)").await?;
         let event = await_event(env.admin(), &ns, name, "ErrUnsealFailed").await?;
         check_event(
             &event,
@@ -361,8 +368,7 @@ async fn namespace_wide_scope_opens_under_any_name_in_its_namespace() -> Result<
     await_synced(&api, "renamed", "True").await?;
     let s = env.await_secret("renamed", |_| true).await?;
     assert_eq!(pairs(&s), expect(&[("pw", "NSW-ok")]));
-    let ss = await_synced(&api, "foreign", "False").await?;
-    assert!(message(&ss).contains("no key could decrypt secret (pw)"));
+    await_failed(&api, "foreign", "no key could decrypt secret (pw)").await?;
     assert_no_plaintext(&controller, &env, &["NSW-ok", "NSW-no"]).await?;
     Ok(())
 }
@@ -404,8 +410,7 @@ async fn adding_the_scope_annotation_alone_unseals_again() -> Result<()> {
     let mut ss = env.seal(&cert, "app", &[("pw", "SCOPE-v")], Scope::ClusterWide);
     ss.metadata.annotations = None;
     env.create(&ss).await?;
-    let failed = await_synced(&api, "app", "False").await?;
-    assert!(message(&failed).contains("no key could decrypt secret (pw)"));
+    let failed = await_failed(&api, "app", "no key could decrypt secret (pw)").await?;
 
     // A metadata-only change (no new generation) is enough (upstream ignores it, COMPAT §9).
     let changed = modify(&api, "app", |s| {
@@ -591,9 +596,8 @@ async fn an_unmanaged_secret_is_left_alone() -> Result<()> {
         .await?;
     env.create(&env.seal(&cert, "app", &[("pw", "UNMANAGED-sealed")], Scope::Strict))
         .await?;
-    let ss = env.await_synced("app", "False").await?;
     let expected = r#"Resource "app" already exists and is not managed by SealedSecret"#;
-    assert!(message(&ss).contains(expected), "{:?}", message(&ss));
+    await_failed(&env.sealed_secrets(), "app", expected).await?;
     let event = await_event(env.admin(), &ns, "app", "ErrUpdateFailed").await?;
     check_event(&event, "Warning", expected);
 
@@ -873,12 +877,7 @@ async fn an_immutable_secret_that_would_change_fails_once() -> Result<()> {
 
     let next = sealed("IMMUT-2");
     modify(&api, "app", |s| s.spec = next.spec.clone()).await?;
-    let ss = await_synced(&api, "app", "False").await?;
-    assert!(
-        message(&ss).contains("the target Secret is immutable"),
-        "{:?}",
-        message(&ss)
-    );
+    await_failed(&api, "app", "the target Secret is immutable").await?;
     let event = await_event(env.admin(), &ns, "app", "ErrUpdateFailed").await?;
     check_event(&event, "Warning", "the target Secret is immutable");
     assert_eq!(
@@ -956,8 +955,7 @@ async fn template_data_is_rendered_with_the_decrypted_items() -> Result<()> {
         Some(r#"{{ env "HOME" }}"#.to_owned()),
     )]));
     env.create(&bad).await?;
-    let ss = env.await_synced("env", "False").await?;
-    assert!(message(&ss).contains("template data (home)"), "{ss:?}");
+    await_failed(&env.sealed_secrets(), "env", "template data (home)").await?;
     assert!(env.secrets().get_opt("env").await?.is_none());
 
     assert_no_plaintext(
@@ -1034,12 +1032,12 @@ async fn legacy_v1_data_is_accepted_by_default() -> Result<()> {
         .spec
         .encrypted_data;
     env.create(&both).await?;
-    let ss = env.await_synced("both", "False").await?;
-    assert!(
-        message(&ss).contains("'encryptedData' and the deprecated field 'data'"),
-        "{:?}",
-        message(&ss)
-    );
+    await_failed(
+        &env.sealed_secrets(),
+        "both",
+        "'encryptedData' and the deprecated field 'data'",
+    )
+    .await?;
     assert!(env.secrets().get_opt("both").await?.is_none());
     assert_no_plaintext(&controller, &env, &["V1-legacy", "V1-both", "V1-both-new"]).await?;
     Ok(())
@@ -1052,12 +1050,7 @@ async fn legacy_v1_data_is_refused_when_disabled() -> Result<()> {
 
     env.create(&legacy(&cert, &ns, "old", "V1OFF-legacy")?)
         .await?;
-    let ss = env.await_synced("old", "False").await?;
-    assert!(
-        message(&ss).contains("deprecated 'data' field"),
-        "{:?}",
-        message(&ss)
-    );
+    await_failed(&env.sealed_secrets(), "old", "deprecated 'data' field").await?;
     assert!(env.secrets().get_opt("old").await?.is_none());
     assert_no_plaintext(&controller, &env, &["V1OFF-legacy"]).await?;
     Ok(())
@@ -1237,12 +1230,7 @@ async fn a_malformed_sealed_secret_fails_without_harm() -> Result<()> {
         s.spec.encrypted_data = strings(&[("pw", "!!! not base64 !!!")]);
     })
     .await?;
-    let ss = await_synced(&api, "app", "False").await?;
-    assert!(
-        message(&ss).contains("illegal base64 data in encryptedData (pw)"),
-        "{:?}",
-        message(&ss)
-    );
+    await_failed(&api, "app", "illegal base64 data in encryptedData (pw)").await?;
     let event = await_event(env.admin(), &ns, "app", "ErrUnsealFailed").await?;
     check_event(
         &event,
@@ -1323,12 +1311,7 @@ async fn a_secret_the_api_server_rejects_fails_without_leaking() -> Result<()> {
     plain.type_ = Some("kubernetes.io/dockerconfigjson".into());
     env.create(&keyseal_api::seal_secret(&plain, cert.public_key())?)
         .await?;
-    let ss = await_synced(&api, "app", "False").await?;
-    assert!(
-        message(&ss).contains(".dockerconfigjson"),
-        "{:?}",
-        message(&ss)
-    );
+    await_failed(&api, "app", ".dockerconfigjson").await?;
     let event = await_event(env.admin(), &ns, "app", "ErrUpdateFailed").await?;
     check_event(&event, "Warning", ".dockerconfigjson");
     assert!(env.secrets().get_opt("app").await?.is_none());
