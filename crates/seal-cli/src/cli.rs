@@ -35,9 +35,7 @@ pub struct Cli {
 /// How `--cert azurekeyvault://…` reaches Azure Key Vault. The credential comes from the usual
 /// `AZURE_*` variables, as with Azure's own SDKs and CLIs.
 #[derive(Args, Debug, Default, Clone)]
-#[command(
-    next_help_heading = "Key Vault (--cert azurekeyvault://<vault-host>/<secret>[/<version>])"
-)]
+#[command(next_help_heading = "Key Vault (--cert and --recovery-private-key azurekeyvault://…)")]
 pub struct KeyVaultArgs {
     /// The credential: workload-identity, managed-identity, client-secret, client-certificate or
     /// azure-cli. Default: inferred from the AZURE_* variables (a federated token file, then a
@@ -236,7 +234,8 @@ pub struct SealArgs {
     pub recovery_unseal: bool,
 
     /// Private key file(s) for --recovery-unseal: PEM keys, or a backup of the controller's key
-    /// Secret(s) as JSON/YAML (Secret, SecretList or List). Repeat or separate with commas.
+    /// Secret(s) as JSON/YAML (Secret, SecretList or List), or every key backed up in Azure Key
+    /// Vault under a prefix: azurekeyvault://<vault-host>/<prefix>. Repeat or separate with commas.
     #[arg(
         long,
         env = "SEALED_SECRETS_RECOVERY_PRIVATE_KEY",

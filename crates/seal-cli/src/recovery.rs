@@ -8,13 +8,19 @@ use keyseal_api::key_secret::keys_from_backup;
 use keyseal_api::{Scope, SealedSecret, UnsealError, UnsealOptions, unseal};
 use keyseal_crypto::PrivateKey;
 
+use crate::cli::KeyVaultArgs;
 use crate::error::{CliError, Result, err, io_text, object_name};
 use crate::io::Input;
 
-/// The private keys in `files`: PEM keys or backups of the key Secrets.
-fn load_recovery_keys(files: &[PathBuf]) -> Result<Vec<PrivateKey>> {
+/// The private keys in `files`: PEM keys or backups of the key Secrets, or the keys backed up in
+/// Azure Key Vault under a prefix (`azurekeyvault://<vault-host>/<prefix>`).
+fn load_recovery_keys(files: &[PathBuf], vault: &KeyVaultArgs) -> Result<Vec<PrivateKey>> {
     let mut keys = Vec::new();
     for file in files {
+        if let Some(reference) = file.to_str().filter(|f| crate::vault::is_reference(f)) {
+            keys.extend(crate::vault::backed_up_keys(reference, vault)?);
+            continue;
+        }
         let bytes = std::fs::read(file).map_err(|e| {
             err(format!(
                 "cannot read {} given with --recovery-private-key: {}",
@@ -29,9 +35,14 @@ fn load_recovery_keys(files: &[PathBuf]) -> Result<Vec<PrivateKey>> {
     Ok(keys)
 }
 
-/// Unseals every SealedSecret of `input` with the keys in `key_files`.
-pub fn recovery_unseal(input: &Input, key_files: &[PathBuf]) -> Result<Vec<Secret>> {
-    let keys = load_recovery_keys(key_files)?;
+/// Unseals every SealedSecret of `input` with the keys in `key_files` (files, or key backups in
+/// the vault `vault` reaches).
+pub fn recovery_unseal(
+    input: &Input,
+    key_files: &[PathBuf],
+    vault: &KeyVaultArgs,
+) -> Result<Vec<Secret>> {
+    let keys = load_recovery_keys(key_files, vault)?;
     let refs: Vec<&PrivateKey> = keys.iter().collect();
     input
         .sealed_secrets()?

@@ -45,7 +45,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Mode::GenerateKeys(args) => crate::keys::generate(&args),
         Mode::PublishCert(args) => crate::vault::publish(&args),
         Mode::RecoveryUnseal(key_files) => {
-            let secrets = crate::recovery::recovery_unseal(&read_resources()?, &key_files)?;
+            let secrets =
+                crate::recovery::recovery_unseal(&read_resources()?, &key_files, &keyvault)?;
             to.write_objects(&secrets, PRIVATE)
         }
         Mode::Validate => crate::online::validate(&read_resources()?, &flags, &kube),

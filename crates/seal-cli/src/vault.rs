@@ -1,12 +1,16 @@
 //! Azure Key Vault: `--cert azurekeyvault://<vault-host>/<secret>[/<version>]` reads a sealing
-//! certificate published there, `keyseal keys publish-cert` publishes one; both through the
-//! official Azure SDK with the credential the `AZURE_*` variables (or --keyvault-credential)
-//! select.
+//! certificate published there, `keyseal keys publish-cert` publishes one, and
+//! `--recovery-private-key azurekeyvault://<vault-host>/<prefix>` reads every sealing key backed up
+//! under a prefix; all through the official Azure SDK with the credential the `AZURE_*` variables
+//! (or --keyvault-credential) select.
 
 use keyseal_keyvault::{
     AzureKeyVault, BackupConfig, BackupError, CredentialConfig, KeyBackups, VaultOptions,
     VaultReference, fetch_certificate_from,
 };
+
+use keyseal_api::key_secret::parse_key_secret;
+use keyseal_crypto::PrivateKey;
 
 use crate::cli::{KeyVaultArgs, PublishCertArgs};
 use crate::error::{CliError, Result, err};
@@ -32,6 +36,52 @@ pub fn fetch_certificate(source: &str, args: &KeyVaultArgs) -> Result<Vec<u8>> {
             .map(String::into_bytes)
             .map_err(|e| explain(&format!("cannot read the certificate {source}"), e))
     })
+}
+
+/// The private keys backed up under the prefix that `reference`
+/// (`azurekeyvault://<vault-host>/<prefix>`, the controller's `--keyvault-prefix`) names, each
+/// checked against its recorded fingerprint.
+pub fn backed_up_keys(reference: &str, args: &KeyVaultArgs) -> Result<Vec<PrivateKey>> {
+    let hint = "write azurekeyvault://<vault-name>.vault.azure.net/<prefix>, the prefix being the controller's --keyvault-prefix";
+    let parsed = VaultReference::parse(reference)
+        .map_err(|e| err(format!("--recovery-private-key {reference}: {e}")).hint(hint))?;
+    if parsed.version.is_some() {
+        return Err(err(format!(
+            "--recovery-private-key {reference}: names a version; key backups are read by their prefix"
+        ))
+        .hint(hint));
+    }
+    let prefix = parsed.secret_name;
+    let store = connect(&parsed.vault_url, args)?;
+    let backups = KeyBackups::new(
+        store,
+        BackupConfig {
+            prefix: prefix.clone(),
+            cluster: prefix.clone(),
+        },
+    )
+    .map_err(|e| err(format!("--recovery-private-key {reference}: {e}")).hint(hint))?;
+    let secrets = crate::runtime::block_on(async {
+        backups
+            .restore_all()
+            .await
+            .map_err(|e| explain(&format!("cannot read the key backups under {reference}"), e))
+    })?;
+    if secrets.is_empty() {
+        return Err(err(format!(
+            "--recovery-private-key {reference}: no key backups under the prefix {prefix:?} in {}",
+            parsed.vault_url
+        ))
+        .hint("check the prefix: the controller backs its keys up as <prefix>-<key Secret name>"));
+    }
+    secrets
+        .iter()
+        .map(|s| {
+            parse_key_secret(s.as_secret())
+                .map(|loaded| loaded.key)
+                .map_err(|e| err(format!("{reference}: {e}")))
+        })
+        .collect()
 }
 
 /// `keyseal keys publish-cert`.

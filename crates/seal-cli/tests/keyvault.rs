@@ -194,3 +194,54 @@ async fn refusals_are_explained() {
     env.run(&["--cert", "azurekeyvault://vault.example"], &secret)
         .fails_with("no secret name");
 }
+
+/// Disaster recovery from the vault: `--recovery-private-key azurekeyvault://<vault>/<prefix>`
+/// reads every key backed up under the prefix, as an identity allowed to read them; others are
+/// refused with the reason, and a prefix without backups says so.
+#[tokio::test]
+async fn recovery_unseal_reads_the_keys_backed_up_in_the_vault() {
+    let (kv, cert_url) = vault_with_certificate().await;
+    let ca = kv.ca_file().display().to_string();
+    let keys_url = cert_url.replace("/ci-sealing-cert", "/ci");
+    let env = env_as(&kv, "writer");
+    // Sealed offline with the certificate of the backed-up key.
+    env.write("cert.pem", &key().1.to_pem());
+    let sealed = env
+        .run(
+            &["--cert", env.path("cert.pem").to_str().unwrap()],
+            &secret("db", Some("shop"), &[("password", "back from the vault")]),
+        )
+        .ok()
+        .stdout;
+    let recover = |env: &Env, from: &str| {
+        env.run(
+            &[
+                "--recovery-unseal",
+                "--recovery-private-key",
+                from,
+                "--keyvault-ca-file",
+                &ca,
+                "--keyvault-disable-challenge-resource-verification",
+            ],
+            &sealed,
+        )
+    };
+    let secret = recover(&env, &keys_url).ok().one_secret();
+    assert_eq!(
+        secret.data.unwrap()["password"].0,
+        b"back from the vault".to_vec()
+    );
+
+    // The reader may read the certificate only, not the key backups.
+    let r = recover(&env_as(&kv, "reader"), &keys_url).fails_with("cannot read the key backups");
+    assert!(r.stderr.contains("HTTP 403"), "{}", r.stderr);
+    // Another cluster's prefix: nothing there.
+    let other = cert_url.replace("/ci-sealing-cert", "/other");
+    recover(&env, &other).fails_with("no key backups under the prefix \"other\"");
+    // A version is not a prefix.
+    recover(
+        &env,
+        &format!("{keys_url}/0123456789abcdef0123456789abcdef"),
+    )
+    .fails_with("key backups are read by their prefix");
+}
