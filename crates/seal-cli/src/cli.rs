@@ -67,7 +67,7 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Manage sealing keys outside a cluster.
+    /// Manage sealing keys: generate, publish the certificate, back up and restore.
     #[command(subcommand)]
     Keys(KeysCommand),
 }
@@ -82,6 +82,75 @@ pub enum KeysCommand {
     /// sealing with `--cert azurekeyvault://…`; prints that reference. The same certificate
     /// again writes nothing.
     PublishCert(PublishCertArgs),
+    /// Back up the cluster's sealing keys (the controller's key Secrets) to Azure Key Vault,
+    /// each read back and verified by fingerprint, or to a file in the format of `kubectl get
+    /// secret -o yaml` (--to-file). Backups are never overwritten.
+    Backup(BackupArgs),
+    /// Write backed-up sealing keys (from Azure Key Vault or --from-file) back into the cluster
+    /// as the controller's key Secrets, upstream's layout; keys already there are left alone and
+    /// a different key under the same name is refused.
+    Restore(RestoreArgs),
+}
+
+/// Where the controller keeps its key Secrets.
+#[derive(Args, Debug, Clone)]
+pub struct KeySecretsArgs {
+    /// Namespace of the controller (and its key Secrets).
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_CONTROLLER_NAMESPACE",
+        default_value = "kube-system"
+    )]
+    pub controller_namespace: String,
+    /// Name prefix of the key Secrets (the controller's --key-prefix).
+    #[arg(long, default_value = "sealed-secrets-key")]
+    pub key_prefix: String,
+}
+
+/// The vault and the cluster's prefix in it.
+#[derive(Args, Debug, Clone)]
+pub struct VaultTargetArgs {
+    /// The vault, `https://<vault-name>.vault.azure.net`.
+    #[arg(long, env = "KEYSEAL_KEYVAULT_URL", value_name = "URL")]
+    pub keyvault_url: Option<String>,
+    /// The cluster's name prefix in the vault (the controller's --keyvault-prefix).
+    #[arg(long, env = "KEYSEAL_KEYVAULT_PREFIX", value_name = "PREFIX")]
+    pub keyvault_prefix: Option<String>,
+}
+
+/// Where keys are backed up and restored: the cluster's key Secrets and the vault.
+#[derive(Args, Debug)]
+pub struct KeyPlaces {
+    #[command(flatten)]
+    pub vault: VaultTargetArgs,
+    #[command(flatten)]
+    pub secrets: KeySecretsArgs,
+    #[command(flatten)]
+    pub keyvault: KeyVaultArgs,
+}
+
+/// Arguments of `keyseal keys backup`.
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Write the key Secrets to this file (YAML List, mode 0600) instead of the vault.
+    #[arg(long, value_name = "FILE")]
+    pub to_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub place: KeyPlaces,
+}
+
+/// Arguments of `keyseal keys restore`.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Read the key Secrets from this file (a Secret, SecretList or List, e.g. from `keys
+    /// backup --to-file` or `kubectl get secret -o yaml`) instead of the vault.
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+    /// Show what would be written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub place: KeyPlaces,
 }
 
 /// Arguments of `keyseal keys publish-cert`.
@@ -94,7 +163,11 @@ pub struct PublishCertArgs {
     #[arg(long, env = "KEYSEAL_KEYVAULT_URL", value_name = "URL")]
     pub keyvault_url: String,
     /// The cluster's name prefix in the vault (the controller's --keyvault-prefix).
-    #[arg(long, env = "KEYSEAL_KEYVAULT_PREFIX")]
+    #[arg(
+        long,
+        visible_alias = "keyvault-prefix",
+        env = "KEYSEAL_KEYVAULT_PREFIX"
+    )]
     pub prefix: String,
     #[command(flatten)]
     pub keyvault: KeyVaultArgs,

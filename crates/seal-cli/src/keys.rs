@@ -1,4 +1,4 @@
-//! `keyseal keys …`: sealing keys outside a cluster.
+//! `keyseal keys generate`: sealing keys made outside a cluster.
 
 use std::time::SystemTime;
 

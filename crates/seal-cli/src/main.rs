@@ -21,6 +21,7 @@ mod cli;
 mod controller_client;
 mod error;
 mod io;
+mod key_backup;
 mod keys;
 mod kubeconfig;
 mod mode;

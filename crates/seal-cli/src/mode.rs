@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Command, GenerateArgs, KeysCommand, PublishCertArgs, SealArgs};
+use crate::cli::{
+    BackupArgs, Command, GenerateArgs, KeysCommand, PublishCertArgs, RestoreArgs, SealArgs,
+};
 use crate::error::{Result, err};
 
 /// The one thing an invocation does.
@@ -19,6 +21,10 @@ pub enum Mode {
     GenerateKeys(GenerateArgs),
     /// `keyseal keys publish-cert`: publish a certificate to Azure Key Vault.
     PublishCert(PublishCertArgs),
+    /// `keyseal keys backup`: the cluster's key Secrets to the vault or a file.
+    BackupKeys(BackupArgs),
+    /// `keyseal keys restore`: backed-up key Secrets into the cluster.
+    RestoreKeys(RestoreArgs),
     /// `--recovery-unseal`: decrypt SealedSecrets offline with these backed-up key files.
     RecoveryUnseal(Vec<PathBuf>),
     /// `--validate`: ask the controller whether it can decrypt the input.
@@ -47,6 +53,8 @@ impl Mode {
                 Command::Completion { shell } => Mode::Completion(shell),
                 Command::Keys(KeysCommand::Generate(args)) => Mode::GenerateKeys(args),
                 Command::Keys(KeysCommand::PublishCert(args)) => Mode::PublishCert(args),
+                Command::Keys(KeysCommand::Backup(args)) => Mode::BackupKeys(args),
+                Command::Keys(KeysCommand::Restore(args)) => Mode::RestoreKeys(args),
             });
         }
         if !flags.from_file.is_empty() && !flags.raw {
@@ -74,7 +82,12 @@ impl Mode {
     pub fn warning(&self, flags: &SealArgs) -> Option<&'static str> {
         let kubeseal_mode = !matches!(
             self,
-            Mode::Version | Mode::Completion(_) | Mode::GenerateKeys(_) | Mode::PublishCert(_)
+            Mode::Version
+                | Mode::Completion(_)
+                | Mode::GenerateKeys(_)
+                | Mode::PublishCert(_)
+                | Mode::BackupKeys(_)
+                | Mode::RestoreKeys(_)
         );
         let unused_keys =
             !matches!(self, Mode::RecoveryUnseal(_)) && !flags.recovery_private_key.is_empty();
@@ -140,6 +153,14 @@ mod tests {
         assert!(matches!(
             select(&["keys", "generate", "--key-out", "k", "--cert-out", "c"]).unwrap(),
             Mode::GenerateKeys(_)
+        ));
+        assert!(matches!(
+            select(&["keys", "backup", "--to-file", "k.yaml"]).unwrap(),
+            Mode::BackupKeys(_)
+        ));
+        assert!(matches!(
+            select(&["keys", "restore", "--dry-run", "--from-file", "k.yaml"]).unwrap(),
+            Mode::RestoreKeys(_)
         ));
         assert!(select(&["--raw", "completion", "bash"]).is_err());
     }

@@ -84,6 +84,23 @@ pub fn backed_up_keys(reference: &str, args: &KeyVaultArgs) -> Result<Vec<Privat
         .collect()
 }
 
+/// The key backups under `prefix` in the vault at `url`.
+pub fn key_backups(
+    url: &str,
+    prefix: &str,
+    args: &KeyVaultArgs,
+) -> Result<KeyBackups<AzureKeyVault>> {
+    let store = connect(url, args)?;
+    KeyBackups::new(
+        store,
+        BackupConfig {
+            prefix: prefix.to_owned(),
+            cluster: prefix.to_owned(),
+        },
+    )
+    .map_err(|e| err(format!("--keyvault-prefix {prefix}: {e}")))
+}
+
 /// `keyseal keys publish-cert`.
 pub fn publish(args: &PublishCertArgs) -> Result<()> {
     let pem = std::fs::read_to_string(&args.cert).map_err(|e| {
@@ -140,7 +157,7 @@ fn connect(url: &str, args: &KeyVaultArgs) -> Result<AzureKeyVault> {
 }
 
 /// The error after `what`, with what usually fixes it.
-fn explain(what: &str, e: BackupError) -> CliError {
+pub fn explain(what: &str, e: BackupError) -> CliError {
     let hint = match &e {
         BackupError::Service { status: 401, .. } => Some(
             "the vault refused the token: check AZURE_TENANT_ID and the credential; for a vault outside the public clouds' vault domains add --keyvault-disable-challenge-resource-verification",

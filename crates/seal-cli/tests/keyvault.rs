@@ -245,3 +245,185 @@ async fn recovery_unseal_reads_the_keys_backed_up_in_the_vault() {
     )
     .fails_with("key backups are read by their prefix");
 }
+
+/// A key Secret of the controller's layout in `namespace`, named by the API server.
+async fn create_key_secret(api: &kube::Api<k8s_openapi::api::core::v1::Secret>) -> String {
+    let key = keyseal_crypto::PrivateKey::generate(2048).unwrap();
+    let params = keyseal_crypto::CertificateParams {
+        common_name: String::new(),
+        not_before: std::time::SystemTime::now(),
+        validity: std::time::Duration::from_secs(86_400),
+    };
+    let cert =
+        keyseal_crypto::self_signed_certificate(&key, &params, &mut keyseal_crypto::SystemRng)
+            .unwrap();
+    let secret = keyseal_api::key_secret::new_key_secret(
+        "ignored",
+        "sealed-secrets-key",
+        &key,
+        &cert,
+        &Default::default(),
+        &Default::default(),
+    );
+    let mut secret = secret;
+    secret.metadata.namespace = None;
+    let created = api
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    created.metadata.name.unwrap()
+}
+
+/// The key Secrets of `api`'s namespace: name → (labels, type, data).
+async fn key_secrets_in(
+    api: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+) -> std::collections::BTreeMap<String, String> {
+    api.list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|s| s.type_.as_deref() == Some("kubernetes.io/tls"))
+        .map(|s| {
+            let summary = serde_json::to_string(&(&s.metadata.labels, &s.type_, &s.data)).unwrap();
+            (s.metadata.name.unwrap(), summary)
+        })
+        .collect()
+}
+
+/// `keyseal keys backup` and `keyseal keys restore`: a cluster's key Secrets to the vault (read
+/// back and verified) or a file, and back into another namespace exactly as they were, all or
+/// nothing, never overwriting a different key; identities without the role are refused.
+#[tokio::test]
+async fn keys_are_backed_up_and_restored_exactly() {
+    use k8s_openapi::api::core::v1::Secret;
+    let (kv, _) = vault_with_certificate().await;
+    let cluster = keyseal_testenv::Cluster::connect().await.unwrap();
+    let kubeconfig = cluster.kubeconfig_path().unwrap().display().to_string();
+    let source = cluster.namespace("keys-backup").await.unwrap();
+    let sapi: kube::Api<Secret> = kube::Api::namespaced(cluster.client(), source.name());
+    let names = [
+        create_key_secret(&sapi).await,
+        create_key_secret(&sapi).await,
+    ];
+    let original = key_secrets_in(&sapi).await;
+    assert_eq!(original.len(), 2);
+
+    let ca = kv.ca_file().display().to_string();
+    let vault = |env: &mut Env| {
+        env.set("KUBECONFIG", &kubeconfig);
+        env.set("KEYSEAL_KEYVAULT_URL", &kv.url);
+        env.set("KEYSEAL_KEYVAULT_PREFIX", "prod");
+        env.set("KEYSEAL_KEYVAULT_CA_FILE", &ca);
+        env.set(
+            "KEYSEAL_KEYVAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION",
+            "true",
+        );
+    };
+    let mut writer = env_as(&kv, "writer");
+    vault(&mut writer);
+    let keys = |line: &str| -> Vec<String> { args(line).iter().map(|s| s.to_string()).collect() };
+    let run = |env: &Env, line: String| {
+        let owned = keys(&line);
+        let argv: Vec<&str> = owned.iter().map(String::as_str).collect();
+        env.run(&argv, "")
+    };
+    let ns = |n: &str| format!("--controller-namespace {n}");
+
+    // To the vault, verified; again: nothing new is written, nothing fails.
+    let out = run(&writer, format!("keys backup {}", ns(source.name())))
+        .ok()
+        .stdout;
+    for name in &names {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(name.as_str()) && l.ends_with("(verified)")),
+            "{out}"
+        );
+    }
+    run(&writer, format!("keys backup {}", ns(source.name()))).ok();
+    // To a file, as `kubectl get secret -o yaml` lists them, for the owner only.
+    run(
+        &writer,
+        format!("keys backup {} --to-file keys.yaml", ns(source.name())),
+    )
+    .ok();
+    assert_eq!(writer.mode("keys.yaml") & 0o777, 0o600);
+    let from_file =
+        keyseal_api::key_secret::keys_from_backup(writer.read("keys.yaml").as_bytes()).unwrap();
+    assert_eq!(from_file.len(), 2);
+
+    // Into an empty namespace: the dry run writes nothing, the restore writes them exactly.
+    let fresh = cluster.namespace("keys-restore").await.unwrap();
+    let fapi: kube::Api<Secret> = kube::Api::namespaced(cluster.client(), fresh.name());
+    let dry = run(
+        &writer,
+        format!("keys restore --dry-run {}", ns(fresh.name())),
+    )
+    .ok()
+    .stdout;
+    assert_eq!(
+        dry.matches("would be created (dry run)").count(),
+        2,
+        "{dry}"
+    );
+    assert!(
+        key_secrets_in(&fapi).await.is_empty(),
+        "a dry run writes nothing"
+    );
+    let out = run(&writer, format!("keys restore {}", ns(fresh.name())))
+        .ok()
+        .stdout;
+    assert_eq!(out.matches(" created").count(), 2, "{out}");
+    assert_eq!(key_secrets_in(&fapi).await, original, "restored exactly");
+    let again = run(&writer, format!("keys restore {}", ns(fresh.name())))
+        .ok()
+        .stdout;
+    assert_eq!(again.matches("already there").count(), 2, "{again}");
+
+    // From the file, into another namespace.
+    let other = cluster.namespace("keys-from-file").await.unwrap();
+    let oapi: kube::Api<Secret> = kube::Api::namespaced(cluster.client(), other.name());
+    run(
+        &writer,
+        format!("keys restore --from-file keys.yaml {}", ns(other.name())),
+    )
+    .ok();
+    assert_eq!(key_secrets_in(&oapi).await, original);
+
+    // A different key under a backed-up name: refused, and nothing written at all.
+    let clash = cluster.namespace("keys-clash").await.unwrap();
+    let capi: kube::Api<Secret> = kube::Api::namespaced(cluster.client(), clash.name());
+    let stranger_key = create_key_secret(&capi).await;
+    let mut taken: Secret = capi.get(&stranger_key).await.unwrap();
+    taken.metadata = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(names[1].clone()),
+        labels: taken.metadata.labels,
+        ..Default::default()
+    };
+    capi.create(&kube::api::PostParams::default(), &taken)
+        .await
+        .unwrap();
+    run(&writer, format!("keys restore {}", ns(clash.name())))
+        .fails_with("does not hold the backed-up key");
+    assert!(
+        !key_secrets_in(&capi).await.contains_key(&names[0]),
+        "all or nothing"
+    );
+
+    // The reader may read the published certificate only.
+    let mut reader = env_as(&kv, "reader");
+    vault(&mut reader);
+    let r = run(&reader, format!("keys backup {}", ns(source.name())))
+        .fails_with("cannot back up the key Secret");
+    assert!(r.stderr.contains("HTTP 403"), "{}", r.stderr);
+    run(
+        &reader,
+        format!("keys restore --dry-run {}", ns(fresh.name())),
+    )
+    .fails_with("HTTP 403");
+    // Nothing to back up.
+    let empty = cluster.namespace("keys-none").await.unwrap();
+    run(&writer, format!("keys backup {}", ns(empty.name())))
+        .fails_with("no sealing key Secrets in the namespace");
+}
