@@ -109,3 +109,72 @@ async fn keyseal_keys_and_kubeseal_secrets_carry_over_to_upstream() -> anyhow::R
     assert_eq!(env.key_secrets().await?.len(), 1);
     Ok(())
 }
+
+/// Disaster recovery across implementations: keyseal-controller's key, backed up with `keyseal
+/// keys backup` to the Key Vault test server and restored with `keyseal keys restore` into another
+/// namespace (a new cluster, as far as the controller can tell), serves upstream's controller,
+/// which unseals what was sealed before the loss and makes no key of its own.
+#[tokio::test]
+async fn keys_restored_by_keyseal_serve_the_upstream_controller() -> anyhow::Result<()> {
+    use keyseal_testenv::keyvault::{KvEmulator, KvSetup};
+    let lost = Env::new("dr-lost").await?;
+    let ours = lost.start_controller(&[]).await?;
+    let cert = ours.cert().await?;
+    ours.stop().await?;
+    let sealed = lost.seal(
+        &cert,
+        "sealed-before-the-loss",
+        &[("password", "survives")],
+        Scope::ClusterWide,
+    );
+
+    let kv = KvEmulator::start(KvSetup::default()).await?;
+    let writer = kv.identity("writer");
+    let kubeconfig = lost.cluster.kubeconfig_path().expect("a kubeconfig file");
+    let keyseal = |args: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new(Env::keyseal_cli()?)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("AZURE_TENANT_ID", kv.tenant())
+            .env("AZURE_AUTHORITY_HOST", kv.authority())
+            .env("AZURE_CLIENT_ID", &writer.client_id)
+            .env(
+                "AZURE_CLIENT_SECRET",
+                writer.client_secret.as_deref().unwrap_or(""),
+            )
+            .env("KEYSEAL_KEYVAULT_URL", &kv.url)
+            .env("KEYSEAL_KEYVAULT_PREFIX", "lost-cluster")
+            .env("KEYSEAL_KEYVAULT_CA_FILE", kv.ca_file())
+            .env(
+                "KEYSEAL_KEYVAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION",
+                "true",
+            )
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "keyseal {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let backed_up = keyseal(&["keys", "backup", "--controller-namespace", lost.name()])?;
+    assert!(backed_up.contains("(verified)"), "{backed_up}");
+
+    let rebuilt = Env::new("dr-rebuilt").await?;
+    let restored = keyseal(&["keys", "restore", "--controller-namespace", rebuilt.name()])?;
+    assert_eq!(restored.matches(" created").count(), 1, "{restored}");
+    let upstream = rebuilt
+        .start_upstream_controller(Network::Host, &[])
+        .await?;
+    assert_eq!(upstream.cert().await?, cert, "the restored key seals");
+    let mut ss = sealed;
+    ss.metadata.namespace = Some(rebuilt.name().to_owned());
+    rebuilt.create(&ss).await?;
+    let s = rebuilt
+        .await_secret("sealed-before-the-loss", |_| true)
+        .await
+        .map_err(|e| e.context(upstream.logs()))?;
+    assert_eq!(data(&s)["password"], "survives");
+    assert_eq!(rebuilt.key_secrets().await?.len(), 1, "no key generated");
+    Ok(())
+}
