@@ -52,6 +52,7 @@ pub struct Launch<'a> {
     network: Network,
     watch: Watch,
     args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl<'a> Launch<'a> {
@@ -63,6 +64,7 @@ impl<'a> Launch<'a> {
             network: Network::Host,
             watch: Watch::OwnNamespace,
             args: Vec::new(),
+            envs: Vec::new(),
         }
     }
 
@@ -89,6 +91,12 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// Sets an environment variable for keyseal-controller (e.g. the `AZURE_*` credential).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
     fn listen(&self) -> Result<(&'static str, u16, u16)> {
         Ok(match self.network {
             Network::Host => ("127.0.0.1", crate::free_port()?, crate::free_port()?),
@@ -97,7 +105,8 @@ impl<'a> Launch<'a> {
     }
 
     /// Spawns keyseal-controller as `identity` (its kubeconfig for [`Self::network`]). The
-    /// `SEALED_SECRETS_*` variables of this process are not passed on.
+    /// `SEALED_SECRETS_*`, `KEYSEAL_*` and `AZURE_*` variables of this process are not passed on;
+    /// those of [`Self::env`] are.
     pub fn spawn_keyseal(self, identity: &ServiceAccountIdentity) -> Result<ControllerProcess> {
         let (mut cmd, kubeconfig) = match self.network {
             Network::Host => (
@@ -114,10 +123,15 @@ impl<'a> Launch<'a> {
             .arg(kubeconfig)
             .args(["--namespace", self.namespace]);
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("SEALED_SECRETS_") {
+            let name = k.to_string_lossy();
+            if ["SEALED_SECRETS_", "KEYSEAL_", "AZURE_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+            {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         let dir = tempfile::tempdir()?;
         self.spawn(cmd, dir, "keyseal-controller")
     }
