@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::{Backup, BackupDuty};
 use crate::flags::{Config, KubeConfig, watched_namespaces};
 use crate::keys::{self, KeyRing};
 use crate::{VERSION, events, http, leader, metrics, reconcile, throttle};
@@ -24,6 +25,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         http: http_config,
         mut reconcile,
         leader: leader_config,
+        backup,
         metrics_omit_secret_labels,
         log: _, // used by `logging::init`
     } = config;
@@ -33,6 +35,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     reconcile.namespaces = watched_namespaces(additional_namespaces.as_deref(), &namespace);
     tracing::info!(version = VERSION, namespace = %namespace, identity = %identity, "starting keyseal-controller");
 
+    let backup = backup
+        .map(|settings| Backup::connect(&settings, &namespace).map(Arc::new))
+        .transpose()?;
     let shutdown = CancellationToken::new();
     let ring = Arc::new(KeyRing::new(key_order));
     let metrics = metrics::Metrics::new(metrics_omit_secret_labels);
@@ -48,7 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         client.clone(),
         ring.clone(),
         reconcile,
-        events,
+        events.clone(),
         metrics.clone(),
     );
     // HTTP: every replica serves the certificate, verify and rotate.
@@ -57,20 +62,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let servers = http::serve(&http_config, state, shutdown.clone()).await?;
     let force = relay_signals(shutdown.clone());
 
-    let lead = |stop: CancellationToken, force| {
-        let keys = tokio::spawn(keys::manage_keys(
-            client.clone(),
-            namespace.clone(),
-            key_config.clone(),
-            ring.clone(),
-            force,
-            stop.clone(),
-        ));
-        let reconciler = tokio::spawn(reconcile::run(ctx.clone(), stop));
-        async move {
-            let _ = tokio::join!(keys, reconciler);
-        }
-    };
+    let leader_work = Arc::new(LeaderWork {
+        client: client.clone(),
+        namespace: namespace.clone(),
+        key_config,
+        ring,
+        backup,
+        events,
+        metrics: metrics.clone(),
+        ctx,
+    });
+    let lead = |stop, force| leader_work.clone().lead(stop, force);
     let led = leader::run(
         &leader_config,
         leader::Candidate {
@@ -85,13 +87,62 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await;
     shutdown.cancel();
+    drain(servers).await;
+    led
+}
+
+/// Lets open HTTP connections finish, for up to 10 s.
+async fn drain(servers: tokio::task::JoinHandle<()>) {
     if tokio::time::timeout(Duration::from_secs(10), servers)
         .await
         .is_err()
     {
         tracing::warn!("HTTP connections still open after 10s; closing them");
     }
-    led
+}
+
+/// What the leader runs, and with what.
+struct LeaderWork {
+    client: kube::Client,
+    namespace: String,
+    key_config: keys::KeyConfig,
+    ring: Arc<KeyRing>,
+    backup: Option<Arc<Backup>>,
+    events: events::Events,
+    metrics: Arc<metrics::Metrics>,
+    ctx: Arc<reconcile::Context>,
+}
+
+impl LeaderWork {
+    /// One term of leadership: the key manager, the key backups (with a vault) and the
+    /// reconciler, until `stop` fires.
+    async fn lead(self: Arc<Self>, stop: CancellationToken, force: mpsc::Receiver<()>) {
+        let duty = keys::KeyDuty {
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+            config: self.key_config.clone(),
+            ring: self.ring.clone(),
+            backup: self.backup.clone(),
+        };
+        let keys = tokio::spawn(keys::manage_keys(duty, force, stop.clone()));
+        let backups = self.backup.clone().map(|backup| {
+            let duty = BackupDuty {
+                client: self.client.clone(),
+                namespace: self.namespace.clone(),
+                key_prefix: self.key_config.prefix.clone(),
+                backup,
+                ring: self.ring.clone(),
+                events: self.events.clone(),
+                metrics: self.metrics.clone(),
+            };
+            tokio::spawn(crate::backup::run(duty, stop.clone()))
+        });
+        let reconciler = tokio::spawn(reconcile::run(self.ctx.clone(), stop));
+        let _ = tokio::join!(keys, reconciler);
+        if let Some(backups) = backups {
+            let _ = backups.await;
+        }
+    }
 }
 
 async fn client(config: &KubeConfig) -> anyhow::Result<kube::Client> {

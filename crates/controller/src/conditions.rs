@@ -42,6 +42,18 @@ pub mod event {
     pub const UPDATE_FAILED: &str = "ErrUpdateFailed";
     /// A key Secret could not be loaded (keyseal).
     pub const KEY_INVALID: &str = "ErrKeyInvalid";
+    /// A key was backed up to Key Vault, verified, and activated (keyseal).
+    pub const KEY_BACKED_UP: &str = "KeyBackedUp";
+    /// A key's backup to Key Vault failed; it is retried (keyseal).
+    pub const KEY_BACKUP_FAILED: &str = "ErrKeyBackupFailed";
+}
+
+/// The `result` label of `sealed_secrets_controller_key_backup_attempts_total`.
+pub mod backup_result {
+    /// Written (or found) and verified.
+    pub const SUCCESS: &str = "success";
+    /// Not backed up this time.
+    pub const FAILURE: &str = "failure";
 }
 
 /// The `reason` label of `sealed_secrets_controller_unseal_errors_total`, upstream's values.

@@ -149,6 +149,28 @@ impl Events {
         .await;
     }
 
+    /// A key was backed up, verified and activated.
+    pub async fn key_backed_up(&self, secret: &Secret, message: &str) {
+        self.publish(
+            &secret.object_ref(&()),
+            EventType::Normal,
+            event::KEY_BACKED_UP,
+            message.to_owned(),
+        )
+        .await;
+    }
+
+    /// A key's backup failed (retried).
+    pub async fn key_backup_failed(&self, secret: &Secret, message: &str) {
+        self.publish(
+            &secret.object_ref(&()),
+            EventType::Warning,
+            event::KEY_BACKUP_FAILED,
+            format!("Key backup to Azure Key Vault failed (retrying; the active keys keep serving): {message}"),
+        )
+        .await;
+    }
+
     /// True if this key problem was already reported (so a watch relist does not repeat it).
     pub fn already_warned_key(&self, name: &str, message: &str) -> bool {
         !self

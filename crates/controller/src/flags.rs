@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::backup::BackupSettings;
 use crate::http::HttpConfig;
 use crate::keys::KeyConfig;
 use crate::leader::LeaderConfig;
@@ -40,6 +41,9 @@ pub struct Flags {
     /// Logs and metrics.
     #[command(flatten)]
     pub output: OutputFlags,
+    /// Key backups to Azure Key Vault.
+    #[command(flatten)]
+    pub backup: BackupFlags,
     /// Accepted for compatibility.
     #[command(flatten)]
     pub compat: CompatFlags,
@@ -262,6 +266,8 @@ pub struct Config {
     pub reconcile: Settings,
     /// Leader election.
     pub leader: LeaderConfig,
+    /// Key backups (`None`: no vault configured).
+    pub backup: Option<BackupSettings>,
     /// `--metrics-omit-secret-labels`.
     pub metrics_omit_secret_labels: bool,
     /// Logging.
@@ -302,6 +308,7 @@ impl Flags {
             cluster,
             leader,
             output,
+            backup,
             compat,
             version: _, // handled before the controller starts
         } = self;
@@ -339,6 +346,7 @@ impl Flags {
             http: http.into_config(reconcile.accept_v1_data),
             reconcile,
             leader: leader.into_config(),
+            backup: backup.into_config(),
             metrics_omit_secret_labels,
             log: LogConfig {
                 level: log_level,
@@ -451,6 +459,68 @@ pub fn watched_namespaces(additional: Option<&[String]>, own: &str) -> Option<Ve
         }
     }
     Some(list)
+}
+
+/// Key backups to Azure Key Vault (keyseal's own flags).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Key backups to Azure Key Vault")]
+pub struct BackupFlags {
+    /// Back up every sealing key to this vault (`https://<vault-name>.vault.azure.net`), each
+    /// read back and verified. The credential comes from the AZURE_* variables (AKS workload
+    /// identity sets them) or --keyvault-credential.
+    #[arg(long, env = "KEYSEAL_KEYVAULT_URL", value_name = "URL")]
+    pub keyvault_url: Option<String>,
+    /// This cluster's prefix of the secret names in the vault (several clusters may share one).
+    #[arg(
+        long,
+        env = "KEYSEAL_KEYVAULT_PREFIX",
+        value_name = "PREFIX",
+        default_value = "keyseal"
+    )]
+    pub keyvault_prefix: String,
+    /// The credential: workload-identity, managed-identity, client-secret, client-certificate
+    /// or azure-cli (default: inferred from the AZURE_* variables).
+    #[arg(long, env = "KEYSEAL_KEYVAULT_CREDENTIAL", value_name = "KIND", value_parser = parse_credential)]
+    pub keyvault_credential: Option<keyseal_keyvault::CredentialKind>,
+    /// A PEM file of CA certificates to trust besides the system's (private endpoints,
+    /// TLS-inspecting proxies). SSL_CERT_FILE is honoured too.
+    #[arg(long, env = "KEYSEAL_KEYVAULT_CA_FILE", value_name = "FILE")]
+    pub keyvault_ca_file: Option<PathBuf>,
+    /// Do not check that the vault's authentication challenge names a resource of its own
+    /// domain (the Azure SDK's `verify_challenge_resource`): only for vaults outside the public
+    /// and sovereign clouds, such as Azure Stack Hub.
+    #[arg(long, env = "KEYSEAL_KEYVAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub keyvault_disable_challenge_resource_verification: bool,
+    /// A new key seals only once its backup is verified (with a vault configured); meanwhile the
+    /// previous key stays the sealing key.
+    #[arg(long, env = "KEYSEAL_BACKUP_REQUIRED", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub backup_required: bool,
+}
+
+impl BackupFlags {
+    fn into_config(self) -> Option<BackupSettings> {
+        let BackupFlags {
+            keyvault_url,
+            keyvault_prefix,
+            keyvault_credential,
+            keyvault_ca_file,
+            keyvault_disable_challenge_resource_verification,
+            backup_required,
+        } = self;
+        Some(BackupSettings {
+            url: keyvault_url?,
+            prefix: keyvault_prefix,
+            credential: keyvault_credential,
+            ca_file: keyvault_ca_file,
+            verify_challenge_resource: !keyvault_disable_challenge_resource_verification,
+            required: backup_required,
+        })
+    }
+}
+
+fn parse_credential(s: &str) -> Result<keyseal_keyvault::CredentialKind, String> {
+    s.parse()
+        .map_err(|e: keyseal_keyvault::BackupError| e.to_string())
 }
 
 /// How the newest key is chosen.
@@ -721,6 +791,25 @@ mod tests {
             watched_namespaces(all.additional_namespaces.as_deref(), "kube-system"),
             None,
             "all namespaces by default"
+        );
+        assert!(config.backup.is_none(), "no vault, no backups");
+        let vault = Flags::try_parse_from([
+            "x",
+            "--keyvault-url",
+            "https://v.vault.azure.net",
+            "--keyvault-credential",
+            "workload-identity",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap()
+        .backup
+        .expect("backups configured");
+        assert_eq!(vault.prefix, "keyseal");
+        assert!(vault.required && vault.verify_challenge_resource);
+        assert_eq!(
+            vault.credential,
+            Some(keyseal_keyvault::CredentialKind::WorkloadIdentity)
         );
         let e = Flags::try_parse_from(["x", "--old-gc-behavior"])
             .unwrap()

@@ -9,6 +9,8 @@
 //! - [`app`]: the parts put together;
 //! - [`leader`]: leader election; the leader runs the key manager and the reconciler;
 //! - [`keys`]: the key ring, its watch, and key generation and renewal;
+//! - [`backup`]: every key backed up to Azure Key Vault and verified, a new key activated only
+//!   then;
 //! - [`reconcile`]: SealedSecret → Secret — the decisions as pure functions
 //!   (`reconcile/decide.rs`), the writes, the status;
 //! - [`conditions`]: the condition, reasons, event reasons and error labels, in one place;
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod backup;
 pub mod bucket;
 pub mod conditions;
 pub mod events;

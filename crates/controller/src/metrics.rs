@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::conditions::{self, error_label};
+use crate::conditions::{self, backup_result, error_label};
 use crate::keys::KeyRing;
 use crate::reconcile;
 
@@ -68,6 +68,13 @@ pub struct KeyLabels {
     pub fingerprint: String,
 }
 
+/// `result`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// success or failure.
+    pub result: String,
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
     registry: Registry,
@@ -91,6 +98,12 @@ pub struct Metrics {
     pub sealed_secrets_per_key: Family<KeyLabels, Gauge>,
     /// 1 while this replica is the leader.
     pub leader: Gauge,
+    /// Key Secrets without a verified backup (with a vault configured).
+    pub keys_not_backed_up: Gauge,
+    /// When a key backup last succeeded (Unix seconds; 0: never).
+    pub last_backup: Gauge,
+    /// Key backup attempts by result.
+    pub backup_attempts: Family<ResultLabels, Counter>,
     /// `--metrics-omit-secret-labels`: no per-SealedSecret series.
     omit_secret_labels: bool,
 }
@@ -136,22 +149,18 @@ impl Metrics {
             http_duration.clone(),
         );
         registry.register("build_info", "Build information", build_info.clone());
-        registry.register("keys", "Loaded sealing keys", keys.clone());
-        registry.register(
-            "newest_key_age_seconds",
-            "Age of the newest sealing key",
-            newest_key_age.clone(),
-        );
-        registry.register(
-            "sealedsecrets_per_key",
-            "SealedSecrets last unsealed with each key",
-            sealed_secrets_per_key.clone(),
+        register_keys(
+            &mut registry,
+            &keys,
+            &newest_key_age,
+            &sealed_secrets_per_key,
         );
         registry.register(
             "is_leader",
             "1 while this replica is the leader",
             leader.clone(),
         );
+        let (keys_not_backed_up, last_backup, backup_attempts) = register_backup(&mut registry);
         build_info
             .get_or_create(&BuildLabels {
                 revision: crate::VERSION.into(),
@@ -175,8 +184,25 @@ impl Metrics {
             newest_key_age,
             sealed_secrets_per_key,
             leader,
+            keys_not_backed_up,
+            last_backup,
+            backup_attempts,
             omit_secret_labels,
         })
+    }
+
+    /// Counts a key backup attempt.
+    pub fn backup_attempt(&self, ok: bool) {
+        let result = if ok {
+            backup_result::SUCCESS
+        } else {
+            backup_result::FAILURE
+        };
+        self.backup_attempts
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Counts an error.
@@ -236,6 +262,53 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The key inventory, refreshed at scrape time.
+fn register_keys(
+    registry: &mut Registry,
+    keys: &Gauge,
+    newest_key_age: &Gauge,
+    per_key: &Family<KeyLabels, Gauge>,
+) {
+    registry.register("keys", "Loaded sealing keys", keys.clone());
+    registry.register(
+        "newest_key_age_seconds",
+        "Age of the newest sealing key",
+        newest_key_age.clone(),
+    );
+    registry.register(
+        "sealedsecrets_per_key",
+        "SealedSecrets last unsealed with each key",
+        per_key.clone(),
+    );
+}
+
+/// The key backup metrics (present, at zero, with or without a vault).
+fn register_backup(registry: &mut Registry) -> (Gauge, Gauge, Family<ResultLabels, Counter>) {
+    let (not_backed_up, last) = (Gauge::default(), Gauge::default());
+    let attempts = Family::<ResultLabels, Counter>::default();
+    registry.register(
+        "keys_not_backed_up",
+        "Key Secrets without a verified backup in Azure Key Vault",
+        not_backed_up.clone(),
+    );
+    registry.register(
+        "last_key_backup_timestamp_seconds",
+        "When a key backup to Azure Key Vault last succeeded (0: never)",
+        last.clone(),
+    );
+    registry.register(
+        "key_backup_attempts",
+        "Key backups to Azure Key Vault by result",
+        attempts.clone(),
+    );
+    for result in [backup_result::SUCCESS, backup_result::FAILURE] {
+        let _ = attempts.get_or_create(&ResultLabels {
+            result: result.into(),
+        });
+    }
+    (not_backed_up, last, attempts)
 }
 
 /// The gauges computed at scrape time: the number of keys, the newest key's age, and how many

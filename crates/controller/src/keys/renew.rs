@@ -14,6 +14,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::{KeyRing, entry_from_secret};
+use crate::backup::{Backup, PENDING_BACKUP, is_pending};
 
 /// How keys are made and renewed (from the flags).
 #[derive(Clone, Debug)]
@@ -36,12 +37,15 @@ pub struct KeyConfig {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Generates a key, stores it as a key Secret in upstream's format, and adds it to the ring.
+/// Generates a key, stores it as a key Secret in upstream's format, and adds it to the ring —
+/// unless `backup` requires a verified backup first: then the Secret is labelled
+/// [`PENDING_BACKUP`], and the backup loop activates it (see `crate::backup`).
 pub async fn generate_key(
     client: &Client,
     namespace: &str,
     config: &KeyConfig,
     ring: &KeyRing,
+    backup: Option<&Backup>,
 ) -> anyhow::Result<String> {
     let (bits, params) = (
         config.size,
@@ -61,7 +65,7 @@ pub async fn generate_key(
         Ok((key, cert))
     })
     .await??;
-    let secret = key_secret::new_key_secret(
+    let mut secret = key_secret::new_key_secret(
         namespace,
         &config.prefix,
         &key,
@@ -69,14 +73,41 @@ pub async fn generate_key(
         &config.labels,
         &config.annotations,
     );
+    let pending = backup.filter(|b| b.required);
+    if pending.is_some() {
+        secret
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(SEALING_KEY_LABEL.to_owned(), PENDING_BACKUP.to_owned());
+    }
     let created = Api::<Secret>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &secret)
         .await?;
     let entry = entry_from_secret(&created).map_err(anyhow::Error::msg)?;
     let name = entry.secret_name.clone();
-    tracing::info!(secret = %format!("{namespace}/{name}"), fingerprint = %entry.fingerprint, "generated a new sealing key");
-    ring.insert(entry);
+    if let Some(backup) = pending {
+        tracing::info!(secret = %format!("{namespace}/{name}"), fingerprint = %entry.fingerprint, "generated a new sealing key; it seals once its backup is verified");
+        backup.wake.notify_one();
+    } else {
+        tracing::info!(secret = %format!("{namespace}/{name}"), fingerprint = %entry.fingerprint, "generated a new sealing key");
+        ring.insert(entry);
+        if let Some(backup) = backup {
+            backup.wake.notify_one();
+        }
+    }
     Ok(name)
+}
+
+/// Whether a key waits for its backup: then no other is generated (it would only wait too).
+async fn a_key_is_pending(client: &Client, namespace: &str) -> anyhow::Result<bool> {
+    let selector = format!("{SEALING_KEY_LABEL}={PENDING_BACKUP}");
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    Ok(!api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .is_empty())
 }
 
 /// NotBefore for a new key: now, or one second after the newest existing key's when that is not
@@ -91,7 +122,8 @@ fn next_not_before(now: SystemTime, newest: Option<SystemTime>) -> SystemTime {
 }
 
 /// Whether the key Secrets stored right now (a fresh list, not the watch cache) hold any usable
-/// key: a new leader must not generate a key its predecessor just created.
+/// key, active or waiting for its backup: a new leader must not generate a key its predecessor
+/// just created.
 pub async fn stored_key_count(
     client: &Client,
     namespace: &str,
@@ -108,44 +140,88 @@ pub async fn stored_key_count(
         .items
         .iter()
         .chain(legacy.items.iter())
-        .filter(|s| is_sealing_key_secret(s, prefix) && entry_from_secret(s).is_ok())
+        .filter(|s| {
+            (is_sealing_key_secret(s, prefix) || is_pending(s)) && entry_from_secret(s).is_ok()
+        })
         .count())
+}
+
+/// What the leader's key duty works with.
+pub struct KeyDuty {
+    /// API client.
+    pub client: Client,
+    /// The controller's namespace.
+    pub namespace: String,
+    /// How keys are made.
+    pub config: KeyConfig,
+    /// The keys.
+    pub ring: Arc<KeyRing>,
+    /// The vault, when keys are backed up.
+    pub backup: Option<Arc<Backup>>,
+}
+
+impl KeyDuty {
+    /// Generates a key unless one waits for its backup; false when none was made.
+    async fn generate(&self) -> bool {
+        let backup = self.backup.as_deref();
+        if backup.is_some_and(|b| b.required) {
+            match a_key_is_pending(&self.client, &self.namespace).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!("a new key waits for its backup; generating none");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list key Secrets; retrying in 10s");
+                    return false;
+                }
+            }
+        }
+        let made = generate_key(
+            &self.client,
+            &self.namespace,
+            &self.config,
+            &self.ring,
+            backup,
+        );
+        if let Err(e) = made.await {
+            tracing::error!(error = %e, "could not generate a sealing key; retrying in 10s");
+            return false;
+        }
+        true
+    }
+
+    /// A new leader first trusts only what is stored: it generates a key only if none is.
+    async fn ensure_a_key(&self, stop: &CancellationToken) -> bool {
+        loop {
+            match stored_key_count(&self.client, &self.namespace, &self.config.prefix).await {
+                Ok(0) => {
+                    if self.generate().await {
+                        return true;
+                    }
+                }
+                Ok(_) => return true,
+                Err(e) => tracing::warn!(error = %e, "cannot list key Secrets; retrying"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+        }
+    }
 }
 
 /// The leader's key duty: make sure a key exists, honour --key-cutoff-time, renew every
 /// --key-renew-period, and on SIGUSR1. Returns when `stop` fires.
 pub async fn manage_keys(
-    client: Client,
-    namespace: String,
-    config: KeyConfig,
-    ring: Arc<KeyRing>,
+    duty: KeyDuty,
     mut force: tokio::sync::mpsc::Receiver<()>,
     stop: CancellationToken,
 ) {
-    let generate = || async {
-        if let Err(e) = generate_key(&client, &namespace, &config, &ring).await {
-            tracing::error!(error = %e, "could not generate a sealing key; retrying in 10s");
-            false
-        } else {
-            true
-        }
-    };
-    // A new leader first trusts only what is stored.
-    loop {
-        match stored_key_count(&client, &namespace, &config.prefix).await {
-            Ok(0) => {
-                if generate().await {
-                    break;
-                }
-            }
-            Ok(_) => break,
-            Err(e) => tracing::warn!(error = %e, "cannot list key Secrets; retrying"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(10)) => {}
-        }
+    if !duty.ensure_a_key(&stop).await {
+        return;
     }
+    let ring = &duty.ring;
     // Wait for the watch to show the stored keys before deciding about age.
     let mut changes = ring.subscribe();
     while ring.newest().is_none() {
@@ -154,29 +230,29 @@ pub async fn manage_keys(
             _ = changes.changed() => {}
         }
     }
-    if let Some(cutoff) = config.cutoff
+    if let Some(cutoff) = duty.config.cutoff
         && ring.newest_time().is_some_and(|t| t < cutoff)
     {
         tracing::info!("newest key is older than --key-cutoff-time; generating a new one");
-        generate().await;
+        duty.generate().await;
     }
-    let renew = !config.renew_period.is_zero();
+    let period = duty.config.renew_period;
     loop {
-        let wait = if renew {
-            config.renew_period.saturating_sub(ring.newest_age())
-        } else {
+        let wait = if period.is_zero() {
             Duration::from_secs(u64::from(u32::MAX))
+        } else {
+            period.saturating_sub(ring.newest_age())
         };
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {
-                if renew && !generate().await {
+                if !period.is_zero() && !duty.generate().await {
                     tokio::time::sleep(Duration::from_secs(10)).await;
                 }
             }
             Some(()) = force.recv() => {
                 tracing::info!("SIGUSR1: generating a new sealing key");
-                generate().await;
+                duty.generate().await;
             }
             _ = changes.changed() => {}
         }

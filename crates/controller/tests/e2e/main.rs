@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod backup;
 mod ha;
 mod keys_http;
 mod manifests;
