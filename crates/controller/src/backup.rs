@@ -57,6 +57,8 @@ pub struct BackupSettings {
     pub verify_challenge_resource: bool,
     /// `--backup-required`: a new key waits for its verified backup before it seals.
     pub required: bool,
+    /// `--bootstrap-from-keyvault`: restore the keys of an empty cluster before generating.
+    pub bootstrap: bool,
 }
 
 /// The vault client and what has been verified so far.
@@ -64,6 +66,8 @@ pub struct Backup {
     backups: KeyBackups<AzureKeyVault>,
     /// Whether new keys wait for their backup.
     pub required: bool,
+    /// Whether an empty cluster's keys are restored from the vault first.
+    pub bootstrap: bool,
     /// Wakes the backup loop (a key was generated).
     pub wake: Notify,
 }
@@ -94,8 +98,36 @@ impl Backup {
         Ok(Self {
             backups,
             required: settings.required,
+            bootstrap: settings.bootstrap,
             wake: Notify::new(),
         })
+    }
+}
+
+impl Backup {
+    /// `--bootstrap-from-keyvault` on a cluster without keys: creates every key Secret backed up
+    /// under the prefix in `namespace` (one already there is left alone) and returns how many
+    /// there were; 0 means the vault holds none and the first key may be generated.
+    pub async fn bootstrap(&self, client: &kube::Client, namespace: &str) -> anyhow::Result<usize> {
+        let restored = self
+            .backups
+            .restore_all()
+            .await
+            .context("reading the key backups")?;
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        for key in &restored {
+            let mut secret = key.as_secret().clone();
+            secret.metadata.namespace = Some(namespace.to_owned());
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => {
+                    tracing::info!(secret = %format!("{namespace}/{name}"), "restored a sealing key from the vault")
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e).context(format!("creating {namespace}/{name}")),
+            }
+        }
+        Ok(restored.len())
     }
 }
 

@@ -495,6 +495,11 @@ pub struct BackupFlags {
     /// previous key stays the sealing key.
     #[arg(long, env = "KEYSEAL_BACKUP_REQUIRED", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub backup_required: bool,
+    /// On a cluster without sealing keys, restore them from the vault before generating any;
+    /// while the vault cannot be read, wait (never start with a fresh key that would strand what
+    /// was sealed before). With an empty vault, the first key is generated as usual.
+    #[arg(long, env = "KEYSEAL_BOOTSTRAP_FROM_KEYVAULT", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", requires = "keyvault_url")]
+    pub bootstrap_from_keyvault: bool,
 }
 
 impl BackupFlags {
@@ -506,6 +511,7 @@ impl BackupFlags {
             keyvault_ca_file,
             keyvault_disable_challenge_resource_verification,
             backup_required,
+            bootstrap_from_keyvault,
         } = self;
         Some(BackupSettings {
             url: keyvault_url?,
@@ -514,6 +520,7 @@ impl BackupFlags {
             ca_file: keyvault_ca_file,
             verify_challenge_resource: !keyvault_disable_challenge_resource_verification,
             required: backup_required,
+            bootstrap: bootstrap_from_keyvault,
         })
     }
 }
@@ -806,6 +813,11 @@ mod tests {
         .backup
         .expect("backups configured");
         assert_eq!(vault.prefix, "keyseal");
+        assert!(!vault.bootstrap);
+        assert!(
+            Flags::try_parse_from(["x", "--bootstrap-from-keyvault"]).is_err(),
+            "bootstrapping needs a vault"
+        );
         assert!(vault.required && vault.verify_challenge_resource);
         assert_eq!(
             vault.credential,

@@ -191,12 +191,13 @@ impl KeyDuty {
         true
     }
 
-    /// A new leader first trusts only what is stored: it generates a key only if none is.
+    /// A new leader first trusts only what is stored: it generates a key only if none is (and,
+    /// with `--bootstrap-from-keyvault`, only if the vault holds none either).
     async fn ensure_a_key(&self, stop: &CancellationToken) -> bool {
         loop {
             match stored_key_count(&self.client, &self.namespace, &self.config.prefix).await {
                 Ok(0) => {
-                    if self.generate().await {
+                    if self.bootstrap_or_generate().await {
                         return true;
                     }
                 }
@@ -206,6 +207,31 @@ impl KeyDuty {
             tokio::select! {
                 () = stop.cancelled() => return false,
                 () = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+        }
+    }
+}
+
+impl KeyDuty {
+    /// The keys of an empty cluster: restored from the vault when asked to, else generated.
+    async fn bootstrap_or_generate(&self) -> bool {
+        let Some(backup) = self.backup.as_deref().filter(|b| b.bootstrap) else {
+            return self.generate().await;
+        };
+        match backup.bootstrap(&self.client, &self.namespace).await {
+            Ok(0) => {
+                tracing::info!(
+                    "the vault holds no key backups under this prefix; generating the first key"
+                );
+                self.generate().await
+            }
+            Ok(n) => {
+                tracing::info!(keys = n, "restored the sealing keys from the vault");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no sealing keys here and the vault cannot be read; waiting for it, generating none (--bootstrap-from-keyvault)");
+                false
             }
         }
     }

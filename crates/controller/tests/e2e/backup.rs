@@ -359,3 +359,60 @@ async fn sigkill_during_renewal_never_leaves_an_active_key_without_backup() -> a
     );
     Ok(())
 }
+
+/// `--bootstrap-from-keyvault`: a new cluster (namespace) gets the lost one's keys from the vault
+/// before it would generate any — and waits, generating none, while the vault cannot be read.
+#[tokio::test]
+async fn a_new_cluster_bootstraps_its_keys_from_the_vault() -> anyhow::Result<()> {
+    let kv = KvEmulator::start(KvSetup::default()).await?;
+    let lost = Env::new("bootstrap-lost").await?;
+    let first = start_with_vault(&lost, &kv).await?;
+    let cert = eventually(WAIT, "the certificate", async || {
+        Ok(first.cert().await.ok())
+    })
+    .await?;
+    first.stop().await?;
+    let sealed = lost.seal(&cert, "kept", &[("k", "sealed before")], Scope::ClusterWide);
+
+    // The vault is down when the new cluster starts: no key is generated meanwhile.
+    kv.set_fault(&Fault {
+        mode: FaultMode::Unavailable,
+        retry_after_secs: Some(1),
+        token_endpoint: false,
+    })
+    .await?;
+    let rebuilt = Env::new("bootstrap-new").await?;
+    let bootstrap = ["--bootstrap-from-keyvault"];
+    let controller = start_with_vault_and(&rebuilt, &kv, &bootstrap).await?;
+    eventually(Duration::from_secs(60), "the wait reported", async || {
+        Ok(controller
+            .logs()
+            .contains("the vault cannot be read; waiting for it")
+            .then_some(()))
+    })
+    .await?;
+    assert!(rebuilt.key_secrets().await?.is_empty(), "no fresh key");
+    kv.set_fault(&Fault {
+        mode: FaultMode::None,
+        retry_after_secs: None,
+        token_endpoint: false,
+    })
+    .await?;
+    let served = eventually(Duration::from_secs(60), "the restored key", async || {
+        Ok(controller.cert().await.ok())
+    })
+    .await
+    .map_err(|e| e.context(controller.logs()))?;
+    assert_eq!(served, cert, "the lost cluster's key seals again");
+    assert_eq!(
+        rebuilt.key_secrets().await?.len(),
+        1,
+        "restored, none generated"
+    );
+    let mut ss = sealed;
+    ss.metadata.namespace = Some(rebuilt.name().to_owned());
+    rebuilt.create(&ss).await?;
+    let s = rebuilt.await_secret("kept", |_| true).await?;
+    assert_eq!(data(&s)["k"], "sealed before");
+    Ok(())
+}
