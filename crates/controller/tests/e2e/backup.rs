@@ -26,21 +26,35 @@ async fn start_with_vault_and(
     extra: &[&str],
 ) -> anyhow::Result<ControllerProcess> {
     let writer = kv.identity("writer");
+    let secret = writer.client_secret.unwrap_or_default();
+    let credential = [
+        ("AZURE_CLIENT_ID", writer.client_id.as_str()),
+        ("AZURE_CLIENT_SECRET", secret.as_str()),
+    ];
+    start_as(env, kv, &credential, extra).await
+}
+
+/// Starts keyseal-controller with `credential` (AZURE_* variables besides the tenant and the
+/// authority host) and `extra` flags.
+async fn start_as(
+    env: &Env,
+    kv: &KvEmulator,
+    credential: &[(&str, &str)],
+    extra: &[&str],
+) -> anyhow::Result<ControllerProcess> {
     let ca = kv.ca_file();
-    let mut c = Launch::new(controller_binary(), env.name())
+    let mut launch = Launch::new(controller_binary(), env.name())
         .args(["--log-format", "json", "--log-level", "debug"])
         .args(["--keyvault-url", &kv.url, "--keyvault-prefix", PREFIX])
         .args(["--keyvault-ca-file".as_ref(), ca.as_os_str()])
         .args(["--keyvault-disable-challenge-resource-verification"])
         .env("AZURE_TENANT_ID", kv.tenant())
         .env("AZURE_AUTHORITY_HOST", kv.authority())
-        .env("AZURE_CLIENT_ID", &writer.client_id)
-        .env(
-            "AZURE_CLIENT_SECRET",
-            writer.client_secret.unwrap_or_default(),
-        )
-        .args(extra)
-        .spawn_keyseal(&env.sa)?;
+        .args(extra);
+    for (k, v) in credential {
+        launch = launch.env(k, v);
+    }
+    let mut c = launch.spawn_keyseal(&env.sa)?;
     c.wait_healthy(WAIT).await?;
     Ok(c)
 }
@@ -414,5 +428,52 @@ async fn a_new_cluster_bootstraps_its_keys_from_the_vault() -> anyhow::Result<()
     rebuilt.create(&ss).await?;
     let s = rebuilt.await_secret("kept", |_| true).await?;
     assert_eq!(data(&s)["k"], "sealed before");
+    Ok(())
+}
+
+/// The production credential path on AKS: workload identity. The controller's ServiceAccount
+/// token (audience `api://AzureADTokenExchange`, from the real API server) is exchanged at the
+/// token endpoint, which trusts the cluster's issuer for that ServiceAccount only.
+#[tokio::test]
+async fn workload_identity_backs_the_keys_up() -> anyhow::Result<()> {
+    use keyseal_testenv::CONTROLLER_SA;
+    use keyseal_testenv::keyvault::TOKEN_EXCHANGE_AUDIENCE;
+    let env = Env::new("backup-wi").await?;
+    let dir = tempfile::tempdir()?;
+    let setup = KvSetup::default()
+        .federate(
+            &env.cluster,
+            "writer",
+            env.name(),
+            CONTROLLER_SA,
+            dir.path(),
+        )
+        .await?;
+    let kv = KvEmulator::start(setup).await?;
+    let token = env
+        .cluster
+        .token(env.name(), CONTROLLER_SA, &[TOKEN_EXCHANGE_AUDIENCE])
+        .await?;
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, token)?;
+    let client_id = kv.identity("writer").client_id;
+    let token_path = token_file.display().to_string();
+    let credential = [
+        ("AZURE_CLIENT_ID", client_id.as_str()),
+        ("AZURE_FEDERATED_TOKEN_FILE", token_path.as_str()),
+    ];
+    let controller = start_as(&env, &kv, &credential, &[]).await?;
+    let cert = eventually(WAIT, "the certificate", async || {
+        Ok(controller.cert().await.ok())
+    })
+    .await
+    .map_err(|e| e.context(controller.logs()))?;
+    let records = backups(&kv).await?;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].fingerprint, cert.public_key().fingerprint());
+    assert!(
+        kv.requests().await?.get("token").copied().unwrap_or(0) > 0,
+        "a token was issued"
+    );
     Ok(())
 }
