@@ -90,6 +90,10 @@ pub enum KeysCommand {
     /// as the controller's key Secrets, upstream's layout; keys already there are left alone and
     /// a different key under the same name is refused.
     Restore(RestoreArgs),
+    /// The sealing keys' inventory: each key's fingerprint, creation time and state in the
+    /// cluster (sealing, active, pending-backup, retired), and with --keyvault-url whether the
+    /// vault holds a backup that loads and matches it.
+    List(ListArgs),
 }
 
 /// Where the controller keeps its key Secrets.
@@ -135,6 +139,13 @@ pub struct BackupArgs {
     /// Write the key Secrets to this file (YAML List, mode 0600) instead of the vault.
     #[arg(long, value_name = "FILE")]
     pub to_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub place: KeyPlaces,
+}
+
+/// Arguments of `keyseal keys list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
     #[command(flatten)]
     pub place: KeyPlaces,
 }

@@ -11,7 +11,7 @@ use keyseal_api::strip_server_fields;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 
-use crate::cli::{BackupArgs, KeySecretsArgs, KubeArgs, RestoreArgs, VaultTargetArgs};
+use crate::cli::{BackupArgs, KeySecretsArgs, KubeArgs, ListArgs, RestoreArgs, VaultTargetArgs};
 use crate::error::{Result, err, io_text};
 use crate::io::write_atomically;
 
@@ -99,6 +99,107 @@ pub fn restore(args: &RestoreArgs, kube: &KubeArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// `keyseal keys list`.
+pub fn list(args: &ListArgs, kube: &KubeArgs) -> Result<()> {
+    let place = &args.place;
+    let namespace = &place.secrets.controller_namespace;
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    crate::runtime::block_on(async {
+        let client = crate::kubeconfig::client(kube).await?;
+        let api: Api<Secret> = Api::namespaced(client, namespace);
+        let listed = api
+            .list(&ListParams::default().labels(SEALING_KEY_LABEL))
+            .await
+            .map_err(|e| err(format!("cannot list the key Secrets in {namespace}: {e}")))?;
+        for secret in &listed.items {
+            let Ok(loaded) = parse_key_secret(secret) else {
+                continue;
+            };
+            let row = rows
+                .entry(loaded.key.public_key().fingerprint())
+                .or_default();
+            row.created = Some(loaded.certificate.not_before());
+            row.cluster = Some(secret_name(secret));
+            row.state = key_state(secret);
+        }
+        if place.vault.keyvault_url.is_some() {
+            let (url, prefix) = vault_target(&place.vault, "")?;
+            let backups = crate::vault::key_backups(url, prefix, &place.keyvault)?;
+            let records = backups.list_backups().await.map_err(|e| {
+                crate::vault::explain(&format!("cannot list the key backups in {url}"), e)
+            })?;
+            for record in records {
+                let verified = match backups.restore(&record).await {
+                    Ok(_) => "verified".to_owned(),
+                    Err(e) => format!("unreadable ({})", e.reason()),
+                };
+                let row = rows.entry(record.fingerprint.clone()).or_default();
+                row.vault = Some(format!("{} {verified}", record.name));
+            }
+        }
+        Ok(())
+    })?;
+    mark_sealing(&mut rows);
+    let mut sorted: Vec<(&String, &Row)> = rows.iter().collect();
+    sorted.sort_by_key(|(fp, row)| (row.created, (*fp).clone()));
+    println!("FINGERPRINT\tCREATED\tSTATE\tCLUSTER ({namespace})\tVAULT");
+    for (fingerprint, row) in sorted {
+        let created = row
+            .created
+            .and_then(|t| jiff::Timestamp::try_from(t).ok())
+            .map_or_else(
+                || "-".to_owned(),
+                |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            );
+        println!(
+            "{fingerprint}\t{created}\t{}\t{}\t{}",
+            if row.state.is_empty() {
+                "-"
+            } else {
+                &row.state
+            },
+            row.cluster.as_deref().unwrap_or("-"),
+            row.vault.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(())
+}
+
+/// One key in the inventory.
+#[derive(Default)]
+struct Row {
+    created: Option<std::time::SystemTime>,
+    state: String,
+    cluster: Option<String>,
+    vault: Option<String>,
+}
+
+/// A key Secret's state from its label: `active`, `pending-backup` (keyseal waits for its backup),
+/// or retired (any other value, e.g. `compromised`: the controllers ignore it).
+fn key_state(secret: &Secret) -> String {
+    let label = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SEALING_KEY_LABEL))
+        .map_or("", String::as_str);
+    match label {
+        "active" | "pending-backup" => label.to_owned(),
+        other => format!("retired ({other})"),
+    }
+}
+
+/// The newest active key is the one that seals.
+fn mark_sealing(rows: &mut BTreeMap<String, Row>) {
+    if let Some(row) = rows
+        .values_mut()
+        .filter(|r| r.state == "active")
+        .max_by_key(|r| r.created)
+    {
+        row.state = "sealing".to_owned();
+    }
 }
 
 /// The key Secrets the controller loads: labelled `…sealed-secrets-key=active`, or the legacy

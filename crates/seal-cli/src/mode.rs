@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use crate::cli::{
-    BackupArgs, Command, GenerateArgs, KeysCommand, PublishCertArgs, RestoreArgs, SealArgs,
+    BackupArgs, Command, GenerateArgs, KeysCommand, ListArgs, PublishCertArgs, RestoreArgs,
+    SealArgs,
 };
 use crate::error::{Result, err};
 
@@ -25,6 +26,8 @@ pub enum Mode {
     BackupKeys(BackupArgs),
     /// `keyseal keys restore`: backed-up key Secrets into the cluster.
     RestoreKeys(RestoreArgs),
+    /// `keyseal keys list`: the keys in the cluster and the vault.
+    ListKeys(ListArgs),
     /// `--recovery-unseal`: decrypt SealedSecrets offline with these backed-up key files.
     RecoveryUnseal(Vec<PathBuf>),
     /// `--validate`: ask the controller whether it can decrypt the input.
@@ -55,6 +58,7 @@ impl Mode {
                 Command::Keys(KeysCommand::PublishCert(args)) => Mode::PublishCert(args),
                 Command::Keys(KeysCommand::Backup(args)) => Mode::BackupKeys(args),
                 Command::Keys(KeysCommand::Restore(args)) => Mode::RestoreKeys(args),
+                Command::Keys(KeysCommand::List(args)) => Mode::ListKeys(args),
             });
         }
         if !flags.from_file.is_empty() && !flags.raw {
@@ -88,6 +92,7 @@ impl Mode {
                 | Mode::PublishCert(_)
                 | Mode::BackupKeys(_)
                 | Mode::RestoreKeys(_)
+                | Mode::ListKeys(_)
         );
         let unused_keys =
             !matches!(self, Mode::RecoveryUnseal(_)) && !flags.recovery_private_key.is_empty();

@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Mode::PublishCert(args) => crate::vault::publish(&args),
         Mode::BackupKeys(args) => crate::key_backup::backup(&args, &kube),
         Mode::RestoreKeys(args) => crate::key_backup::restore(&args, &kube),
+        Mode::ListKeys(args) => crate::key_backup::list(&args, &kube),
         Mode::RecoveryUnseal(key_files) => {
             let secrets =
                 crate::recovery::recovery_unseal(&read_resources()?, &key_files, &keyvault)?;

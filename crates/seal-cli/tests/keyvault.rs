@@ -342,6 +342,19 @@ async fn keys_are_backed_up_and_restored_exactly() {
         );
     }
     run(&writer, format!("keys backup {}", ns(source.name()))).ok();
+    // The inventory: both keys in the cluster, the newer sealing, each verified in the vault.
+    let inventory = run(&writer, format!("keys list {}", ns(source.name())))
+        .ok()
+        .stdout;
+    for name in &names {
+        let line = inventory
+            .lines()
+            .find(|l| l.contains(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} missing:\n{inventory}"));
+        assert!(line.ends_with(" verified"), "{line}");
+    }
+    assert_eq!(inventory.matches("\tsealing\t").count(), 1, "{inventory}");
+    assert_eq!(inventory.matches("\tactive\t").count(), 1, "{inventory}");
     // To a file, as `kubectl get secret -o yaml` lists them, for the owner only.
     run(
         &writer,
