@@ -477,3 +477,77 @@ async fn workload_identity_backs_the_keys_up() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Disaster recovery with a whole control plane lost: SealedSecrets sealed under the keys of two
+/// renewals, the plane destroyed (etcd data and all), a fresh plane whose controller starts with
+/// `--bootstrap-from-keyvault`: it restores the three keys before generating any, and every
+/// SealedSecret unseals.
+#[tokio::test]
+async fn a_lost_control_plane_is_rebuilt_from_the_vault() -> anyhow::Result<()> {
+    use keyseal_testenv::PrivatePlane;
+    let kv = KvEmulator::start(KvSetup::default()).await?;
+    let on = async |plane: &PrivatePlane, prefix: &str| -> anyhow::Result<Env> {
+        let cluster = plane.cluster().await?;
+        let ns = cluster.namespace(prefix).await?;
+        let sa = cluster.controller_identity(ns.name()).await?;
+        Ok(Env { cluster, ns, sa })
+    };
+    let mut sealed = Vec::new();
+    {
+        let plane = PrivatePlane::start().await?;
+        let env = on(&plane, "dr-before").await?;
+        let controller = start_with_vault(&env, &kv).await?;
+        let mut cert = eventually(WAIT, "the certificate", async || {
+            Ok(controller.cert().await.ok())
+        })
+        .await?;
+        for renewal in 0..3 {
+            let name = format!("sealed-{renewal}");
+            sealed.push(env.seal(&cert, &name, &[("n", &name)], Scope::ClusterWide));
+            if renewal < 2 {
+                controller.signal("USR1");
+                let old = cert.clone();
+                cert = eventually(Duration::from_secs(60), "the renewed key", async || {
+                    let c = controller.cert().await?;
+                    Ok((c != old).then_some(c))
+                })
+                .await
+                .map_err(|e| e.context(controller.logs()))?;
+            }
+        }
+        assert_eq!(backups(&kv).await?.len(), 3);
+        controller.stop().await?;
+        drop(env);
+    } // the plane is stopped and its state directory, etcd's data with it, removed
+
+    let plane = PrivatePlane::start().await?;
+    let env = on(&plane, "dr-after").await?;
+    let controller = start_with_vault_and(&env, &kv, &["--bootstrap-from-keyvault"]).await?;
+    eventually(WAIT, "the restored keys", async || {
+        Ok(controller.cert().await.ok())
+    })
+    .await
+    .map_err(|e| e.context(controller.logs()))?;
+    for mut ss in sealed {
+        ss.metadata.namespace = Some(env.name().to_owned());
+        let name = ss.metadata.name.clone().unwrap();
+        env.create(&ss).await?;
+        let s = env.await_secret(&name, |_| true).await?;
+        assert_eq!(data(&s)["n"], name);
+    }
+    let keys = env.key_secrets().await?;
+    assert_eq!(keys.len(), 3, "the three restored keys, none generated");
+    let backed_up: Vec<String> = backups(&kv)
+        .await?
+        .into_iter()
+        .map(|r| r.fingerprint)
+        .collect();
+    for key in &keys {
+        let fp = keyseal_api::key_secret::parse_key_secret(key)?
+            .key
+            .public_key()
+            .fingerprint();
+        assert!(backed_up.contains(&fp), "{fp} was not in the vault");
+    }
+    Ok(())
+}
