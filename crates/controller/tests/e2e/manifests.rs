@@ -94,6 +94,29 @@ fn manifests_say_what_the_readme_promises() {
             .as_deref(),
         Some("/readyz")
     );
+    // Key Vault backups are configured by an optional ConfigMap whose keys are the flags'
+    // variables, and AKS workload identity by the pod label.
+    let from = container.env_from.as_deref().unwrap_or_default();
+    let config_map = from[0].config_map_ref.as_ref().expect("a ConfigMap");
+    assert_eq!(
+        (config_map.name.as_str(), config_map.optional),
+        ("keyseal-keyvault", Some(true))
+    );
+    use clap::Parser as _;
+    let flags = keyseal_controller::Flags::try_parse_from([
+        "keyseal-controller".to_owned(),
+        "--help".to_owned(),
+    ])
+    .unwrap_err()
+    .to_string();
+    for variable in ["KEYSEAL_KEYVAULT_URL", "KEYSEAL_KEYVAULT_PREFIX"] {
+        assert!(
+            flags.contains(variable),
+            "{variable} is not a flag's variable"
+        );
+    }
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["azure.workload.identity/use"], "true");
     assert!(docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
 
     let service: Service = serde_json::from_value(find("Service")).unwrap();
