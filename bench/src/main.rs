@@ -10,6 +10,7 @@ mod cli;
 mod controller;
 mod crypto;
 mod openssl;
+mod renewal;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,9 @@ enum Command {
     /// keyseal-controller next to the upstream controller (defaults, and QPS/burst raised) on
     /// the local control plane: time to unseal, and peak RSS. Needs `scripts/cluster up`.
     Controller(ControllerArgs),
+    /// Key renewal: SIGUSR1 to the new certificate served, with Key Vault backups (backup before
+    /// activation, keyseal's Key Vault test server) next to without. Needs `scripts/cluster up`.
+    Renewal(RenewalArgs),
     /// Both `crypto` and `cli`, in that order (not `controller`: it needs a cluster and minutes).
     All {
         #[command(flatten)]
@@ -69,6 +73,17 @@ pub struct CliArgs {
     /// cache, if any].
     #[arg(long, value_name = "PATH")]
     pub kubeseal: Option<PathBuf>,
+}
+
+/// Flags of the `renewal` benchmark.
+#[derive(Debug, Args)]
+pub struct RenewalArgs {
+    /// Renewals timed with and without the vault each.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// The keyseal-controller binary [default: <target>/release/keyseal-controller].
+    #[arg(long, value_name = "PATH")]
+    pub controller: Option<PathBuf>,
 }
 
 /// Which of the 12 keys seals the SealedSecrets.
@@ -128,12 +143,25 @@ pub struct ControllerArgs {
     pub keyseal_arg: Vec<String>,
 }
 
+/// The CPU's model name (`/proc/cpuinfo`), printed beside figures that depend on it.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crypto(args) => crypto::run(&args),
         Command::Cli(args) => cli::run(&args),
         Command::Controller(args) => controller::run(&args),
+        Command::Renewal(args) => renewal::run(&args),
         Command::All { crypto, cli } => crypto::run(&crypto).and_then(|()| {
             println!();
             cli::run(&cli)

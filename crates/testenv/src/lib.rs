@@ -77,11 +77,14 @@ pub fn repo_root() -> PathBuf {
 /// when missing (running a single package's tests).
 pub fn workspace_binary(name: &str, package: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test binary's target directory")?;
+    // target/<profile>/deps/<test> (a test) or target/<profile>/<bin> (the bench) →
+    // target/<profile>
+    let parent = exe.parent().context("the binary's directory")?;
+    let dir = if parent.file_name().is_some_and(|n| n == "deps") {
+        parent.parent().context("the test binary's target directory")?
+    } else {
+        parent
+    };
     let path = dir.join(name);
     if !path.is_file() {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
