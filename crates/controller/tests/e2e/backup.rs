@@ -551,3 +551,48 @@ async fn a_lost_control_plane_is_rebuilt_from_the_vault() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// Two replicas: only the leader talks to the vault; the standby does once it leads.
+#[tokio::test]
+async fn only_the_leader_writes_backups() -> anyhow::Result<()> {
+    let env = Env::new("backup-ha").await?;
+    let kv = KvEmulator::start(KvSetup::default()).await?;
+    let lease = ["--leader-election-lease-duration", "6s"];
+    let first = start_with_vault_and(&env, &kv, &lease).await?;
+    let cert = eventually(WAIT, "the certificate", async || {
+        Ok(first.cert().await.ok())
+    })
+    .await?;
+    let standby = start_with_vault_and(&env, &kv, &lease).await?;
+    assert_eq!(
+        eventually(WAIT, "the standby serving", async || Ok(standby
+            .cert()
+            .await
+            .ok()))
+        .await?,
+        cert
+    );
+    // The Azure SDK logs every request it sends at debug level.
+    let vault_traffic = |c: &ControllerProcess| c.logs().contains("typespec_client_core");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(vault_traffic(&first), "the leader backs up");
+    assert!(
+        !vault_traffic(&standby),
+        "the standby leaves the vault alone"
+    );
+    first.kill().await?;
+    eventually(
+        Duration::from_secs(60),
+        "the new leader's backup pass",
+        async || {
+            Ok(standby
+                .logs()
+                .contains("key already backed up")
+                .then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| e.context(standby.logs()))?;
+    assert_eq!(backups(&kv).await?.len(), 1, "one key, one backup");
+    Ok(())
+}
