@@ -81,7 +81,9 @@ pub fn workspace_binary(name: &str, package: &str) -> Result<PathBuf> {
     // target/<profile>
     let parent = exe.parent().context("the binary's directory")?;
     let dir = if parent.file_name().is_some_and(|n| n == "deps") {
-        parent.parent().context("the test binary's target directory")?
+        parent
+            .parent()
+            .context("the test binary's target directory")?
     } else {
         parent
     };
