@@ -232,6 +232,8 @@ async fn fault_during_renewal(mode: FaultMode, prefix: &str) -> anyhow::Result<(
     .await
     .map_err(|e| e.context(controller.logs()))?;
     assert_eq!(controller.cert().await?, old, "the old key still seals");
+    let (ready, _) = controller.get("/readyz").await?;
+    assert_eq!(ready, 200, "readiness does not depend on the vault");
     controller.signal("USR1");
     env.create(&env.seal(&old, "during", &[("k", "outage")], Scope::Strict))
         .await?;
