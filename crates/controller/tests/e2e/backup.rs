@@ -481,9 +481,9 @@ async fn workload_identity_backs_the_keys_up() -> anyhow::Result<()> {
 }
 
 /// Disaster recovery with a whole control plane lost: SealedSecrets sealed under the keys of two
-/// renewals, the plane destroyed (etcd data and all), a fresh plane whose controller starts with
-/// `--bootstrap-from-keyvault`: it restores the three keys before generating any, and every
-/// SealedSecret unseals.
+/// renewals, the plane destroyed (etcd data and all); on a fresh plane the controller starts with
+/// `--bootstrap-from-keyvault` and restores the three keys before generating any; on another,
+/// `keyseal keys restore` writes them before the controller starts. Every SealedSecret unseals.
 #[tokio::test]
 async fn a_lost_control_plane_is_rebuilt_from_the_vault() -> anyhow::Result<()> {
     use keyseal_testenv::PrivatePlane;
@@ -530,6 +530,7 @@ async fn a_lost_control_plane_is_rebuilt_from_the_vault() -> anyhow::Result<()> 
     })
     .await
     .map_err(|e| e.context(controller.logs()))?;
+    let sealed_again = sealed.clone();
     for mut ss in sealed {
         ss.metadata.namespace = Some(env.name().to_owned());
         let name = ss.metadata.name.clone().unwrap();
@@ -551,6 +552,48 @@ async fn a_lost_control_plane_is_rebuilt_from_the_vault() -> anyhow::Result<()> 
             .fingerprint();
         assert!(backed_up.contains(&fp), "{fp} was not in the vault");
     }
+    controller.stop().await?;
+    drop(env);
+    drop(plane);
+
+    // Again on another fresh plane, restored by `keyseal keys restore` before any controller
+    // runs; then a controller without --bootstrap-from-keyvault finds the keys and makes none.
+    let plane = PrivatePlane::start().await?;
+    let env = on(&plane, "dr-restored").await?;
+    let writer = kv.identity("writer");
+    let out = std::process::Command::new(Env::keyseal_cli()?)
+        .args(["keys", "restore", "--controller-namespace", env.name()])
+        .args(["--keyvault-url", &kv.url, "--keyvault-prefix", PREFIX])
+        .args(["--keyvault-ca-file".as_ref(), kv.ca_file().as_os_str()])
+        .arg("--keyvault-disable-challenge-resource-verification")
+        .env("KUBECONFIG", plane.kubeconfig())
+        .env("AZURE_TENANT_ID", kv.tenant())
+        .env("AZURE_AUTHORITY_HOST", kv.authority())
+        .env("AZURE_CLIENT_ID", &writer.client_id)
+        .env(
+            "AZURE_CLIENT_SECRET",
+            writer.client_secret.unwrap_or_default(),
+        )
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "keys restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches(" created").count(), 3, "{stdout}");
+    let controller = start_with_vault(&env, &kv).await?;
+    for mut ss in sealed_again {
+        ss.metadata.namespace = Some(env.name().to_owned());
+        let name = ss.metadata.name.clone().unwrap();
+        env.create(&ss).await?;
+        let s = env
+            .await_secret(&name, |_| true)
+            .await
+            .map_err(|e| e.context(controller.logs()))?;
+        assert_eq!(data(&s)["n"], name);
+    }
+    assert_eq!(env.key_secrets().await?.len(), 3, "none generated");
     Ok(())
 }
 
