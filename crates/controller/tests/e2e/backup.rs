@@ -641,3 +641,99 @@ async fn only_the_leader_writes_backups() -> anyhow::Result<()> {
     assert_eq!(backups(&kv).await?.len(), 1, "one key, one backup");
     Ok(())
 }
+
+/// Renewal on its schedule: each certificate the controller serves is, the moment it is first
+/// seen, already backed up in the vault (polling both).
+#[tokio::test]
+async fn every_renewed_certificate_is_backed_up_before_it_is_served() -> anyhow::Result<()> {
+    let env = Env::new("backup-renew").await?;
+    let kv = KvEmulator::start(KvSetup::default()).await?;
+    let flags = ["--key-renew-period", "3s", "--key-size", "2048"];
+    let controller = start_with_vault_and(&env, &kv, &flags).await?;
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 3 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} certificates in 60 s:\n{}",
+            seen.len(),
+            controller.logs()
+        );
+        if let Ok(cert) = controller.cert().await {
+            let fingerprint = cert.public_key().fingerprint();
+            if !seen.contains(&fingerprint) {
+                let backed_up = backups(&kv).await?;
+                assert!(
+                    backed_up.iter().any(|r| r.fingerprint == fingerprint),
+                    "{fingerprint} served before its backup"
+                );
+                seen.push(fingerprint);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing of a key in what the controller published: events and metrics.
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.admin(), env.name());
+    let all = api.list(&Default::default()).await?.items;
+    assert!(
+        all.iter()
+            .any(|e| e.reason.as_deref() == Some("KeyBackedUp")),
+        "the activations were reported"
+    );
+    let events = serde_json::to_string(&all)?;
+    let metrics = controller.scrape().await?;
+    for text in [&events, &metrics] {
+        assert!(!text.contains("PRIVATE KEY") && !text.contains("LS0tLS1CRUdJTi"));
+    }
+    Ok(())
+}
+
+/// The vault process stopped (not a fault answer: connections refused) during a renewal, then
+/// started again with its data: the backup completes and the new key seals.
+#[tokio::test]
+async fn a_stopped_vault_delays_the_new_key_until_it_is_back() -> anyhow::Result<()> {
+    let env = Env::new("backup-stopped").await?;
+    let mut kv = KvEmulator::start(KvSetup::default()).await?;
+    let flags = ["--key-size", "2048"];
+    let controller = start_with_vault_and(&env, &kv, &flags).await?;
+    let old = eventually(WAIT, "the certificate", async || {
+        Ok(controller.cert().await.ok())
+    })
+    .await?;
+    kv.stop().await?;
+    controller.signal("USR1");
+    eventually(
+        Duration::from_secs(90),
+        "the pending backup reported",
+        async || {
+            let m = controller.metrics().await?;
+            Ok(
+                (m.get("sealed_secrets_controller_keys_not_backed_up", &[]) == Some(1.0))
+                    .then_some(()),
+            )
+        },
+    )
+    .await
+    .map_err(|e| e.context(controller.logs()))?;
+    assert_eq!(controller.cert().await?, old);
+    kv.restart().await?;
+    let new = eventually(
+        Duration::from_secs(120),
+        "the new key sealing",
+        async || {
+            let cert = controller.cert().await?;
+            Ok((cert != old).then_some(cert))
+        },
+    )
+    .await
+    .map_err(|e| e.context(controller.logs()))?;
+    let fingerprint = new.public_key().fingerprint();
+    assert!(
+        backups(&kv)
+            .await?
+            .iter()
+            .any(|r| r.fingerprint == fingerprint)
+    );
+    Ok(())
+}
