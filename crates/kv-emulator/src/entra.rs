@@ -273,14 +273,7 @@ pub fn object_id(client_id: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    crate::jwt::guid(&h)
 }
 
 fn check_secret(identity: &Identity, secret: &str) -> Result<(), EntraError> {

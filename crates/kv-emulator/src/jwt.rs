@@ -231,7 +231,11 @@ pub fn random_hex32() -> String {
 
 /// A random GUID-shaped string (request ids, trace ids).
 pub fn random_guid() -> String {
-    let h = random_hex32();
+    guid(&random_hex32())
+}
+
+/// 32 hex digits in the GUID's 8-4-4-4-12 groups.
+pub fn guid(h: &str) -> String {
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

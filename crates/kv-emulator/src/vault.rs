@@ -444,10 +444,7 @@ impl Vault<'_> {
         check_name(name)?;
         self.allow(Permission::Read, "secrets/getSecret/action", Some(name))?;
         let state = self.app.store.lock();
-        let entry = state
-            .secrets
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| KvError::secret_not_found(name))?;
+        let entry = self.live(&state, name)?;
         let v = match version {
             Some(id) => entry
                 .version(id)
@@ -538,6 +535,14 @@ impl Vault<'_> {
         self.ok("delete", &self.deleted_bundle(&state.deleted[&key], true))
     }
 
+    /// A live secret.
+    fn live<'s>(&self, state: &'s VaultState, name: &str) -> Result<&'s Entry> {
+        state
+            .secrets
+            .get(&name.to_ascii_lowercase())
+            .ok_or_else(|| KvError::secret_not_found(name))
+    }
+
     /// A deleted secret whose deletion has completed.
     fn deleted<'s>(&self, state: &'s VaultState, name: &str) -> Result<&'s Deleted> {
         state
@@ -600,10 +605,7 @@ impl Vault<'_> {
         check_name(name)?;
         self.allow(Permission::Write, "secrets/backup/action", Some(name))?;
         let state = self.app.store.lock();
-        let entry = state
-            .secrets
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| KvError::secret_not_found(name))?;
+        let entry = self.live(&state, name)?;
         let blob = serde_json::to_vec(&Backup {
             kind: BACKUP_KIND.into(),
             entry: entry.clone(),
@@ -733,10 +735,7 @@ impl Vault<'_> {
         self.allow(Permission::Read, "secrets/readMetadata/action", None)?;
         let (after, max) = self.paging()?;
         let state = self.app.store.lock();
-        let entry = state
-            .secrets
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| KvError::secret_not_found(name))?;
+        let entry = self.live(&state, name)?;
         let mut items: Vec<(String, Bundle<'_>)> = entry
             .versions
             .iter()
