@@ -25,18 +25,18 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Secret;
 use keyseal_api::annotations::{SEALING_KEY_ACTIVE, SEALING_KEY_LABEL};
-use keyseal_api::key_secret::{is_sealing_key_secret, parse_key_secret};
+use keyseal_api::key_secret::parse_key_secret;
 use keyseal_keyvault::{
     AzureKeyVault, BackupConfig, BackupError, CredentialConfig, CredentialKind, KeyBackups,
     VaultOptions,
 };
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, stored_key_secrets};
 use crate::metrics::Metrics;
 
 /// The label value of a key waiting for its backup.
@@ -185,20 +185,9 @@ async fn pass(
     warned: &mut HashSet<(String, &'static str)>,
 ) -> anyhow::Result<()> {
     let api: Api<Secret> = Api::namespaced(duty.client.clone(), &duty.namespace);
-    let listed = api
-        .list(&ListParams::default().labels(SEALING_KEY_LABEL))
+    let keys = stored_key_secrets(&duty.client, &duty.namespace, &duty.key_prefix)
         .await
         .context("listing key Secrets")?;
-    let legacy = api
-        .get_opt(&duty.key_prefix)
-        .await
-        .context("reading the legacy key Secret")?;
-    let keys: Vec<Secret> = listed
-        .items
-        .into_iter()
-        .chain(legacy)
-        .filter(|s| is_pending(s) || is_sealing_key_secret(s, &duty.key_prefix))
-        .collect();
     let mut not_backed_up = 0usize;
     for secret in &keys {
         let Ok(loaded) = parse_key_secret(secret) else {

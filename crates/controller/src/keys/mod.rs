@@ -6,7 +6,7 @@ mod key_watch;
 mod renew;
 
 pub use key_watch::watch_keys;
-pub use renew::{KeyConfig, KeyDuty, manage_keys};
+pub use renew::{KeyConfig, KeyDuty, manage_keys, stored_key_secrets};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -121,29 +121,38 @@ fn next_not_before(now: SystemTime, newest: Option<SystemTime>) -> SystemTime {
     }
 }
 
-/// Whether the key Secrets stored right now (a fresh list, not the watch cache) hold any usable
-/// key, active or waiting for its backup: a new leader must not generate a key its predecessor
-/// just created.
+/// The key Secrets stored right now (a fresh list, not the watch cache): active, waiting for
+/// their backup, or the legacy Secret named `prefix`; each once.
+pub async fn stored_key_secrets(
+    client: &Client,
+    namespace: &str,
+    prefix: &str,
+) -> kube::Result<Vec<Secret>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let labelled = api
+        .list(&ListParams::default().labels(SEALING_KEY_LABEL))
+        .await?;
+    let legacy = api.get_opt(prefix).await?;
+    let mut keys: Vec<Secret> = labelled
+        .items
+        .into_iter()
+        .filter(|s| s.metadata.name.as_deref() != Some(prefix))
+        .chain(legacy)
+        .filter(|s| is_sealing_key_secret(s, prefix) || is_pending(s))
+        .collect();
+    keys.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(keys)
+}
+
+/// Whether the key Secrets stored right now hold any usable key, active or waiting for its
+/// backup: a new leader must not generate a key its predecessor just created.
 pub async fn stored_key_count(
     client: &Client,
     namespace: &str,
     prefix: &str,
 ) -> anyhow::Result<usize> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let labelled = api
-        .list(&ListParams::default().labels(SEALING_KEY_LABEL))
-        .await?;
-    let legacy = api
-        .list(&ListParams::default().fields(&format!("metadata.name={prefix}")))
-        .await?;
-    Ok(labelled
-        .items
-        .iter()
-        .chain(legacy.items.iter())
-        .filter(|s| {
-            (is_sealing_key_secret(s, prefix) || is_pending(s)) && entry_from_secret(s).is_ok()
-        })
-        .count())
+    let keys = stored_key_secrets(client, namespace, prefix).await?;
+    Ok(keys.iter().filter(|s| entry_from_secret(s).is_ok()).count())
 }
 
 /// What the leader's key duty works with.
