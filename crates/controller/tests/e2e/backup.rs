@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use keyseal_api::Scope;
+use keyseal_crypto::Certificate;
 use keyseal_keyvault::{
     AzureKeyVault, BackupConfig, BackupRecord, CredentialConfig, KeyBackups, VaultOptions,
 };
@@ -109,6 +110,29 @@ async fn eventually<T>(
     }
 }
 
+/// The certificate `controller` serves, once it serves one (its log on failure).
+async fn served(controller: &ControllerProcess) -> anyhow::Result<Certificate> {
+    eventually(WAIT, "the certificate", async || {
+        Ok(controller.cert().await.ok())
+    })
+    .await
+    .map_err(|e| e.context(controller.logs()))
+}
+
+/// The certificate `controller` serves once it is no longer `old`, within `limit`.
+async fn renewed(
+    controller: &ControllerProcess,
+    old: &Certificate,
+    limit: Duration,
+) -> anyhow::Result<Certificate> {
+    eventually(limit, "the new key sealing", async || {
+        let cert = controller.cert().await?;
+        Ok((cert != *old).then_some(cert))
+    })
+    .await
+    .map_err(|e| e.context(controller.logs()))
+}
+
 fn label(secret: &k8s_openapi::api::core::v1::Secret) -> &str {
     secret
         .metadata
@@ -123,11 +147,7 @@ async fn the_first_key_seals_only_once_its_backup_is_verified() -> anyhow::Resul
     let env = Env::new("backup-first").await?;
     let kv = KvEmulator::start(KvSetup::default()).await?;
     let controller = start_with_vault(&env, &kv).await?;
-    let cert = eventually(WAIT, "the certificate", async || {
-        Ok(controller.cert().await.ok())
-    })
-    .await
-    .map_err(|e| e.context(controller.logs()))?;
+    let cert = served(&controller).await?;
     let fingerprint = cert.public_key().fingerprint();
     // Served only after the vault had it, verified: the backup is there now.
     let records = backups(&kv).await?;
@@ -196,10 +216,7 @@ async fn fault_during_renewal(mode: FaultMode, prefix: &str) -> anyhow::Result<(
     let env = Env::new(prefix).await?;
     let kv = KvEmulator::start(KvSetup::default()).await?;
     let controller = start_with_vault(&env, &kv).await?;
-    let old = eventually(WAIT, "the certificate", async || {
-        Ok(controller.cert().await.ok())
-    })
-    .await?;
+    let old = served(&controller).await?;
 
     kv.set_fault(&Fault {
         mode,
@@ -250,16 +267,7 @@ async fn fault_during_renewal(mode: FaultMode, prefix: &str) -> anyhow::Result<(
         token_endpoint: false,
     })
     .await?;
-    let new = eventually(
-        Duration::from_secs(120),
-        "the new key sealing",
-        async || {
-            let cert = controller.cert().await?;
-            Ok((cert != old).then_some(cert))
-        },
-    )
-    .await
-    .map_err(|e| e.context(controller.logs()))?;
+    let new = renewed(&controller, &old, Duration::from_secs(120)).await?;
     let records = backups(&kv).await?;
     assert!(
         records
@@ -383,10 +391,7 @@ async fn a_new_cluster_bootstraps_its_keys_from_the_vault() -> anyhow::Result<()
     let kv = KvEmulator::start(KvSetup::default()).await?;
     let lost = Env::new("bootstrap-lost").await?;
     let first = start_with_vault(&lost, &kv).await?;
-    let cert = eventually(WAIT, "the certificate", async || {
-        Ok(first.cert().await.ok())
-    })
-    .await?;
+    let cert = served(&first).await?;
     first.stop().await?;
     let sealed = lost.seal(&cert, "kept", &[("k", "sealed before")], Scope::ClusterWide);
 
@@ -465,11 +470,7 @@ async fn workload_identity_backs_the_keys_up() -> anyhow::Result<()> {
         ("AZURE_FEDERATED_TOKEN_FILE", token_path.as_str()),
     ];
     let controller = start_as(&env, &kv, &credential, &[]).await?;
-    let cert = eventually(WAIT, "the certificate", async || {
-        Ok(controller.cert().await.ok())
-    })
-    .await
-    .map_err(|e| e.context(controller.logs()))?;
+    let cert = served(&controller).await?;
     let records = backups(&kv).await?;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].fingerprint, cert.public_key().fingerprint());
@@ -499,22 +500,14 @@ async fn a_lost_control_plane_is_rebuilt_from_the_vault() -> anyhow::Result<()> 
         let plane = PrivatePlane::start().await?;
         let env = on(&plane, "dr-before").await?;
         let controller = start_with_vault(&env, &kv).await?;
-        let mut cert = eventually(WAIT, "the certificate", async || {
-            Ok(controller.cert().await.ok())
-        })
-        .await?;
+        let mut cert = served(&controller).await?;
         for renewal in 0..3 {
             let name = format!("sealed-{renewal}");
             sealed.push(env.seal(&cert, &name, &[("n", &name)], Scope::ClusterWide));
             if renewal < 2 {
                 controller.signal("USR1");
                 let old = cert.clone();
-                cert = eventually(Duration::from_secs(60), "the renewed key", async || {
-                    let c = controller.cert().await?;
-                    Ok((c != old).then_some(c))
-                })
-                .await
-                .map_err(|e| e.context(controller.logs()))?;
+                cert = renewed(&controller, &old, Duration::from_secs(60)).await?;
             }
         }
         assert_eq!(backups(&kv).await?.len(), 3);
@@ -604,10 +597,7 @@ async fn only_the_leader_writes_backups() -> anyhow::Result<()> {
     let kv = KvEmulator::start(KvSetup::default()).await?;
     let lease = ["--leader-election-lease-duration", "6s"];
     let first = start_with_vault_and(&env, &kv, &lease).await?;
-    let cert = eventually(WAIT, "the certificate", async || {
-        Ok(first.cert().await.ok())
-    })
-    .await?;
+    let cert = served(&first).await?;
     let standby = start_with_vault_and(&env, &kv, &lease).await?;
     assert_eq!(
         eventually(WAIT, "the standby serving", async || Ok(standby
@@ -697,10 +687,7 @@ async fn a_stopped_vault_delays_the_new_key_until_it_is_back() -> anyhow::Result
     let mut kv = KvEmulator::start(KvSetup::default()).await?;
     let flags = ["--key-size", "2048"];
     let controller = start_with_vault_and(&env, &kv, &flags).await?;
-    let old = eventually(WAIT, "the certificate", async || {
-        Ok(controller.cert().await.ok())
-    })
-    .await?;
+    let old = served(&controller).await?;
     kv.stop().await?;
     controller.signal("USR1");
     eventually(
@@ -718,16 +705,7 @@ async fn a_stopped_vault_delays_the_new_key_until_it_is_back() -> anyhow::Result
     .map_err(|e| e.context(controller.logs()))?;
     assert_eq!(controller.cert().await?, old);
     kv.restart().await?;
-    let new = eventually(
-        Duration::from_secs(120),
-        "the new key sealing",
-        async || {
-            let cert = controller.cert().await?;
-            Ok((cert != old).then_some(cert))
-        },
-    )
-    .await
-    .map_err(|e| e.context(controller.logs()))?;
+    let new = renewed(&controller, &old, Duration::from_secs(120)).await?;
     let fingerprint = new.public_key().fingerprint();
     assert!(
         backups(&kv)
