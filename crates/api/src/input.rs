@@ -20,6 +20,17 @@ pub enum InputError {
         /// `line L column C`, when known.
         location: Option<String>,
     },
+    /// The text is YAML or JSON but goes past a limit the parser keeps to bound memory and time
+    /// (alias expansion, nesting, total size): hostile or not meant for keyseal.
+    #[error("{format} input exceeds a parser limit ({limit}){}; a Secret is a small, flat object: check that this is the file you meant", .location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
+    Limit {
+        /// `YAML` or `JSON`.
+        format: &'static str,
+        /// Which limit, in the parser's words (names and counts only, never input text).
+        limit: String,
+        /// `line L column C`, when known.
+        location: Option<String>,
+    },
     /// No object in the input.
     #[error("no object found in the input")]
     Empty,
@@ -53,23 +64,62 @@ pub fn documents(text: &str) -> Result<Vec<Value>, InputError> {
         serde_json::Deserializer::from_str(trimmed)
             .into_iter::<Value>()
             .collect::<Result<_, _>>()
-            .map_err(|e| InputError::Syntax {
-                format: "JSON",
-                location: Some(format!("line {} column {}", e.line(), e.column())),
-            })?
+            .map_err(json_error)?
     } else {
-        serde_saphyr::from_multiple::<Value>(text).map_err(|e| InputError::Syntax {
-            format: "YAML",
-            location: e
-                .location()
-                .map(|l| format!("line {} column {}", l.line(), l.column())),
-        })?
+        serde_saphyr::from_multiple::<Value>(text).map_err(yaml_error)?
     };
     let values: Vec<Value> = values.into_iter().filter(|v| !v.is_null()).collect();
     if values.is_empty() {
         return Err(InputError::Empty);
     }
     Ok(values)
+}
+
+/// A JSON parse error, without serde's text (which may quote the input).
+fn json_error(e: serde_json::Error) -> InputError {
+    let location = Some(format!("line {} column {}", e.line(), e.column()));
+    // serde_json's only resource limit is its nesting depth.
+    if e.to_string().starts_with("recursion limit exceeded") {
+        return InputError::Limit {
+            format: "JSON",
+            limit: "nesting deeper than 128 levels".to_owned(),
+            location,
+        };
+    }
+    InputError::Syntax {
+        format: "JSON",
+        location,
+    }
+}
+
+/// A YAML parse error. The parser's rendering quotes the input around the error, so only its
+/// location is kept, and for a breached resource budget the budget's name and count.
+fn yaml_error(e: serde_saphyr::Error) -> InputError {
+    let location = e
+        .location()
+        .map(|l| format!("line {} column {}", l.line(), l.column()));
+    let mut inner = &e;
+    while let serde_saphyr::Error::WithSnippet { error, .. }
+    | serde_saphyr::Error::AliasError { error, .. } = inner
+    {
+        inner = error;
+    }
+    match inner {
+        serde_saphyr::Error::Budget { breach, .. } => InputError::Limit {
+            format: "YAML",
+            limit: format!("{breach:?}"),
+            location,
+        },
+        inner if inner.to_string().contains("recursion limit exceeded") => InputError::Limit {
+            format: "YAML",
+            limit: "nesting too deep".to_owned(),
+            location,
+        },
+        _ => InputError::Syntax {
+            format: "YAML",
+            location,
+        },
+    }
 }
 
 fn check_kind(index: usize, doc: &Value, expected: &'static str) -> Result<(), InputError> {
@@ -95,9 +145,13 @@ fn field_error(index: usize, field: &str, problem: &str) -> InputError {
 /// Checks `data`/`stringData` by hand (so no value is ever quoted), then decodes the rest.
 fn secret_from_value(index: usize, mut doc: Value) -> Result<Secret, InputError> {
     check_kind(index, &doc, "Secret")?;
-    let obj = doc
-        .as_object_mut()
-        .ok_or_else(|| field_error(index, "(document)", "must be an object"))?;
+    let obj = doc.as_object_mut().ok_or_else(|| {
+        field_error(
+            index,
+            "(document)",
+            "must be an object, a Secret (a JSON array is not a list: use kind: List with items)",
+        )
+    })?;
     let mut data = std::collections::BTreeMap::new();
     if let Some(d) = obj.remove("data").filter(|v| !v.is_null()) {
         let map = d
@@ -228,6 +282,32 @@ mod tests {
                 .as_deref(),
             Some("c")
         );
+    }
+
+    /// Inputs built to exhaust the parser end in a limit error that names the limit, not in a
+    /// "syntax error" and never with the input quoted.
+    #[test]
+    fn parser_limits_are_named() {
+        let mut laughs = "l0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_owned();
+        for i in 1..12 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            laughs.push_str(&format!("l{i}: &a{i} [{refs}]\n"));
+        }
+        let e = secrets(&laughs).unwrap_err().to_string();
+        assert!(e.starts_with("YAML input exceeds a parser limit ("), "{e}");
+        assert!(!e.contains("lol"), "{e}");
+        let deep = format!("x: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(
+            secrets(&deep).unwrap_err().to_string().starts_with(
+                "YAML input exceeds a parser limit (nesting too deep) at line 1 column"
+            )
+        );
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(secrets(&deep).unwrap_err().to_string().starts_with(
+            "JSON input exceeds a parser limit (nesting deeper than 128 levels) at line 1"
+        ));
+        let e = secrets(r#"[{"kind":"Secret"}]"#).unwrap_err().to_string();
+        assert!(e.contains("a JSON array is not a list"), "{e}");
     }
 
     #[test]

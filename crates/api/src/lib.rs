@@ -25,7 +25,9 @@ pub use sealed_secret::{
     CONDITION_SYNCED, SealedSecret, SealedSecretCondition, SealedSecretSpec, SealedSecretStatus,
     SecretTemplateSpec, crd,
 };
-pub use unseal::{UnsealError, UnsealOptions, Unsealed, reseal, unseal, verify};
+pub use unseal::{
+    MAX_UNDECRYPTABLE_ITEMS, UnsealError, UnsealOptions, Unsealed, reseal, unseal, verify,
+};
 
 /// The CRD as the YAML checked into `crds/sealedsecret.yaml`.
 pub fn crd_yaml() -> String {

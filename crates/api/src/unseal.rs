@@ -55,10 +55,15 @@ impl std::fmt::Debug for Unsealed {
 #[non_exhaustive]
 pub enum UnsealError {
     /// No key opened these items (upstream's wording and per-item aggregation).
-    #[error("no key could decrypt secret ({})", .items.join(", "))]
+    #[error("no key could decrypt secret ({}){}", .items.join(", "), match .not_tried {
+        0 => String::new(),
+        n => format!("; {n} more items were not tried"),
+    })]
     NoKeyCouldDecrypt {
-        /// Items that did not open, sorted.
+        /// Items that did not open, sorted: at most [`MAX_UNDECRYPTABLE_ITEMS`].
         items: Vec<String>,
+        /// Items left untried once that many had failed.
+        not_tried: usize,
     },
     /// These items are not base64.
     #[error("illegal base64 data in encryptedData ({})", .items.join(", "))]
@@ -109,38 +114,57 @@ fn label_of(ss: &SealedSecret) -> Vec<u8> {
     )
 }
 
+/// How many items that no key opens are tried before unsealing gives up on the rest. Each costs
+/// one RSA private-key operation per key, so a SealedSecret of thousands of undecryptable items
+/// (anyone who may create one can write it) would otherwise cost thousands times the number of
+/// keys; upstream tries them all. Real objects that fail, fail on every item (sealed for another
+/// cluster or name), and a handful of names says so.
+pub const MAX_UNDECRYPTABLE_ITEMS: usize = 8;
+
 /// Opens every item, returning plaintexts and the key index per item.
 fn open_items(
     ss: &SealedSecret,
     keys: &[&PrivateKey],
 ) -> Result<(BTreeMap<String, Vec<u8>>, KeyIndices), UnsealError> {
-    let label = label_of(ss);
-    let (mut plain, mut indices) = (BTreeMap::new(), BTreeMap::new());
-    let (mut bad_base64, mut undecryptable) = (Vec::new(), Vec::new());
-    // Items of one SealedSecret are almost always sealed with the same key: once an item opens,
-    // its key is tried first for the rest (indices reported are into `keys` as given).
-    let mut order: Vec<usize> = (0..keys.len()).collect();
+    // Every value is decoded before any is decrypted: a bad one fails the object with no RSA work.
+    let mut sealed = Vec::with_capacity(ss.spec.encrypted_data.len());
+    let mut bad_base64 = Vec::new();
     for (item, value) in &ss.spec.encrypted_data {
-        let Ok(bytes) = decode_base64(value) else {
-            bad_base64.push(item.clone());
-            continue;
-        };
-        match open(order.iter().map(|&i| keys[i]), &label, &bytes) {
-            Ok(opened) => {
-                let index = order.remove(opened.key_index);
-                order.insert(0, index);
-                indices.insert(item.clone(), index);
-                plain.insert(item.clone(), opened.plaintext.to_vec());
-            }
-            Err(_) => undecryptable.push(item.clone()),
+        match decode_base64(value) {
+            Ok(bytes) => sealed.push((item, bytes)),
+            Err(_) => bad_base64.push(item.clone()),
         }
     }
     if !bad_base64.is_empty() {
         return Err(UnsealError::InvalidBase64 { items: bad_base64 });
     }
+    let label = label_of(ss);
+    let (mut plain, mut indices) = (BTreeMap::new(), BTreeMap::new());
+    let mut undecryptable = Vec::new();
+    // Items of one SealedSecret are almost always sealed with the same key: once an item opens,
+    // its key is tried first for the rest (indices reported are into `keys` as given).
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    for (i, (item, bytes)) in sealed.iter().enumerate() {
+        if undecryptable.len() == MAX_UNDECRYPTABLE_ITEMS {
+            return Err(UnsealError::NoKeyCouldDecrypt {
+                items: undecryptable,
+                not_tried: sealed.len() - i,
+            });
+        }
+        match open(order.iter().map(|&i| keys[i]), &label, bytes) {
+            Ok(opened) => {
+                let index = order.remove(opened.key_index);
+                order.insert(0, index);
+                indices.insert((*item).clone(), index);
+                plain.insert((*item).clone(), opened.plaintext.to_vec());
+            }
+            Err(_) => undecryptable.push((*item).clone()),
+        }
+    }
     if !undecryptable.is_empty() {
         return Err(UnsealError::NoKeyCouldDecrypt {
             items: undecryptable,
+            not_tried: 0,
         });
     }
     Ok((plain, indices))
@@ -186,6 +210,7 @@ pub fn unseal(
             open(keys.iter().copied(), &label_of(ss), &legacy.0).map_err(|_: CryptoError| {
                 UnsealError::NoKeyCouldDecrypt {
                     items: vec!["data".to_owned()],
+                    not_tried: 0,
                 }
             })?;
         // serde's messages can quote the offending value, so none of them is passed on.
@@ -307,6 +332,7 @@ pub fn reseal(
     {
         let sealed = reseal_one(&legacy.0).map_err(|()| UnsealError::NoKeyCouldDecrypt {
             items: vec!["data".to_owned()],
+            not_tried: 0,
         })?;
         out.spec.data = Some(ByteString(sealed));
         return Ok(out);
@@ -330,7 +356,10 @@ pub fn reseal(
         return Err(UnsealError::InvalidBase64 { items: bad_base64 });
     }
     if !failed.is_empty() {
-        return Err(UnsealError::NoKeyCouldDecrypt { items: failed });
+        return Err(UnsealError::NoKeyCouldDecrypt {
+            items: failed,
+            not_tried: 0,
+        });
     }
     Ok(out)
 }

@@ -7,8 +7,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keyseal_api::annotations::{CLUSTER_WIDE, NAMESPACE_WIDE, SKIP_SET_OWNER_REFERENCES};
 use keyseal_api::{
-    Scope, SealedSecret, UnsealError, UnsealOptions, input, seal_secret, seal_secret_in, unseal,
-    verify,
+    MAX_UNDECRYPTABLE_ITEMS, Scope, SealedSecret, UnsealError, UnsealOptions, input, seal_secret,
+    seal_secret_in, unseal, verify,
 };
 use keyseal_crypto::{PrivateKey, encode_base64, seal};
 
@@ -438,7 +438,48 @@ fn non_string_encrypted_data_is_named_by_the_unseal_error() {
     .expect("decodes despite the non-string values");
     let e = unseal(&ss, &[key()], UnsealOptions::default()).unwrap_err();
     assert!(
-        matches!(&e, UnsealError::NoKeyCouldDecrypt { items } if items == &["m", "n"]),
+        matches!(&e, UnsealError::NoKeyCouldDecrypt { items, .. } if items == &["m", "n"]),
         "{e}"
     );
+}
+
+/// A SealedSecret of many undecryptable items costs a bounded number of RSA operations: after
+/// `MAX_UNDECRYPTABLE_ITEMS` items no key opened, the rest are not tried, and the message says
+/// how many were left. A bad base64 value fails the object before any decryption.
+#[test]
+fn undecryptable_items_are_tried_up_to_a_bound() {
+    let mut ss = sealed_for(Scope::Strict, "ns", "n");
+    let good = ss.spec.encrypted_data["k"].clone();
+    let other = PrivateKey::generate(2048).unwrap();
+    let foreign = encode_base64(&seal(other.public_key(), b"ns/n", b"x").unwrap());
+    for i in 0..20 {
+        ss.spec
+            .encrypted_data
+            .insert(format!("bad{i:02}"), foreign.clone());
+    }
+    let e = unseal(&ss, &[key()], UnsealOptions::default()).unwrap_err();
+    let tried: Vec<String> = (0..MAX_UNDECRYPTABLE_ITEMS)
+        .map(|i| format!("bad{i:02}"))
+        .collect();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "no key could decrypt secret ({}); {} more items were not tried",
+            tried.join(", "),
+            20 - MAX_UNDECRYPTABLE_ITEMS + 1 // the rest of the bad ones, and `k`
+        )
+    );
+    // Fewer failures than the bound: all listed, as upstream.
+    ss.spec
+        .encrypted_data
+        .retain(|k, _| k == "k" || k.as_str() < "bad03");
+    let e = unseal(&ss, &[key()], UnsealOptions::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "no key could decrypt secret (bad00, bad01, bad02)"
+    );
+    ss.spec.encrypted_data.insert("k".into(), good);
+    ss.spec.encrypted_data.insert("zz".into(), "%%%".into());
+    let e = unseal(&ss, &[key()], UnsealOptions::default()).unwrap_err();
+    assert_eq!(e.to_string(), "illegal base64 data in encryptedData (zz)");
 }

@@ -291,6 +291,7 @@ mod tests {
             (
                 ReconcileError::Unseal(UnsealError::NoKeyCouldDecrypt {
                     items: vec!["password".into()],
+                    not_tried: 0,
                 }),
                 ("NoKeyCouldDecrypt", "ErrUnsealFailed", "unseal"),
             ),
