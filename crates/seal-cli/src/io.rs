@@ -37,39 +37,54 @@ impl Input {
     }
 }
 
+/// The most keyseal reads from one input. A Secret holds at most 1 MiB of data (2.8 MiB as the
+/// YAML of a SealedSecret), so this leaves room for many objects in one file while bounding the
+/// memory a wrong file (a disk image, a log) can take.
+pub const MAX_INPUT_BYTES: u64 = 16 << 20;
+
 /// Reads `path`, or stdin when `None` (telling a terminal user what is expected, as kubeseal).
+/// Refuses more than [`MAX_INPUT_BYTES`] without reading further.
 pub fn read_input(path: Option<&Path>, flag: &str, tty_note: &str) -> Result<Input> {
-    match path {
+    let (name, bytes) = match path {
         Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| {
-                err(format!(
-                    "cannot read {} given with {flag}: {}",
-                    p.display(),
-                    io_text(&e)
-                ))
-                .hint("check the path and permissions")
-            })?;
-            Ok(Input {
-                name: p.display().to_string(),
-                bytes,
-            })
+            let name = p.display().to_string();
+            let bytes = std::fs::File::open(p)
+                .and_then(read_bounded)
+                .map_err(|e| {
+                    err(format!(
+                        "cannot read {name} given with {flag}: {}",
+                        io_text(&e)
+                    ))
+                    .hint("check the path and permissions")
+                })?;
+            (name, bytes)
         }
         None => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
                 eprintln!("({tty_note})");
             }
-            let mut bytes = Vec::new();
-            stdin
-                .lock()
-                .read_to_end(&mut bytes)
+            let bytes = read_bounded(stdin.lock())
                 .map_err(|e| err(format!("cannot read stdin: {}", io_text(&e))))?;
-            Ok(Input {
-                name: "stdin".to_owned(),
-                bytes,
-            })
+            ("stdin".to_owned(), bytes)
         }
+    };
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(err(format!(
+            "{name}: more than {} MiB; keyseal reads Secrets and SealedSecrets, which Kubernetes \
+             limits to about 1 MiB each",
+            MAX_INPUT_BYTES >> 20
+        ))
+        .hint("check that this is the file you meant, or split it"));
     }
+    Ok(Input { name, bytes })
+}
+
+/// Up to [`MAX_INPUT_BYTES`] + 1 bytes of `reader` (one more tells that there was more).
+fn read_bounded(reader: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Where output goes: stdout, or a file replaced atomically once everything succeeded.

@@ -68,9 +68,36 @@ fn prepare(mut secret: Secret, at: &str, rules: Rules<'_>) -> Result<(Secret, Sc
         return Err(err(format!("{at}: missing metadata.name in input Secret"))
             .hint("give the Secret a metadata.name"));
     }
+    let size = data_size(&secret);
+    if size > MAX_SECRET_DATA_BYTES {
+        return Err(err(format!(
+            "{at}: the Secret's data and stringData hold {size} bytes; Kubernetes stores at most \
+             {MAX_SECRET_DATA_BYTES} bytes (1 MiB) in one Secret, so the controller could not \
+             create it"
+        ))
+        .hint("split the items over several Secrets"));
+    }
     let scope = scope_of(&mut secret, rules.scope);
     resolve_namespace(&mut secret, scope, at, rules.kube)?;
     Ok((secret, scope))
+}
+
+/// The API server's limit on a Secret's `data` (`MaxSecretSize` in Kubernetes' validation).
+const MAX_SECRET_DATA_BYTES: usize = 1 << 20;
+
+/// The bytes of a Secret's items as the API server counts them (keys and values).
+fn data_size(secret: &Secret) -> usize {
+    let data = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.0.len());
+    let strings = secret
+        .string_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len());
+    data.chain(strings).sum()
 }
 
 /// The input's namespace, else `-n`, else (unless cluster-wide) the kubeconfig context's; an
