@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -124,54 +124,6 @@ fn check_event(event: &Event, type_: &str, note_contains: &str) {
         regarding.api_version.as_deref(),
         Some("bitnami.com/v1alpha1")
     );
-}
-
-/// [`assert_no_plaintext_in`] the test's namespace.
-async fn assert_no_plaintext(
-    controller: &ControllerProcess,
-    env: &Env,
-    values: &[&str],
-) -> Result<()> {
-    assert_no_plaintext_in(controller, env.admin(), &[env.name()], values).await
-}
-
-/// No plaintext value (nor its base64 form, as a dumped Secret would show it) appears in the
-/// controller's log, in its metrics or in any event in `namespaces`.
-async fn assert_no_plaintext_in(
-    controller: &ControllerProcess,
-    client: Client,
-    namespaces: &[&str],
-    values: &[&str],
-) -> Result<()> {
-    let logs = controller.logs();
-    ensure!(!logs.is_empty(), "the controller logged nothing");
-    let metrics = controller.scrape().await?;
-    ensure!(
-        metrics.contains("sealed_secrets_controller_unseal_requests_total"),
-        "metrics scraped"
-    );
-    let mut events = String::new();
-    for ns in namespaces {
-        let api: Api<Event> = Api::namespaced(client.clone(), ns);
-        for e in api.list(&Default::default()).await?.items {
-            events.push_str(&serde_json::to_string(&e)?);
-            events.push('\n');
-        }
-    }
-    for value in values {
-        let b64 = keyseal_crypto::encode_base64(value.as_bytes());
-        for (what, text) in [("log", &logs), ("metrics", &metrics), ("events", &events)] {
-            ensure!(
-                !text.contains(value),
-                "plaintext {value:?} appears in the controller's {what}"
-            );
-            ensure!(
-                !text.contains(&b64),
-                "base64 of plaintext {value:?} appears in the controller's {what}"
-            );
-        }
-    }
-    Ok(())
 }
 
 fn owner_ok(secret: &Secret, ss: &SealedSecret) {
