@@ -366,13 +366,18 @@ async fn check(env: &Env, case: &Case, created: &Created) -> Result<()> {
                 let sum: usize = data.values().map(|b| b.0.len()).sum();
                 ensure!(sum == *total, "{sum} bytes, expected {total}");
             }
-            if owner.as_deref() == Some("sealedsecret") {
-                let ss = env.sealed_secrets().get(name).await?;
-                let owners = secret.metadata.owner_references.unwrap_or_default();
-                ensure!(
-                    owners.len() == 1 && Some(&owners[0].uid) == ss.metadata.uid.as_ref(),
-                    "owned by its SealedSecret only: {owners:?}"
-                );
+            let owners = secret.metadata.owner_references.unwrap_or_default();
+            match owner.as_deref() {
+                Some("sealedsecret") => {
+                    let ss = env.sealed_secrets().get(name).await?;
+                    ensure!(
+                        owners.len() == 1 && Some(&owners[0].uid) == ss.metadata.uid.as_ref(),
+                        "owned by its SealedSecret only: {owners:?}"
+                    );
+                }
+                Some("none") => ensure!(owners.is_empty(), "owned: {owners:?}"),
+                Some(other) => bail!("unknown owner {other:?}"),
+                None => {}
             }
         }
     }
@@ -505,8 +510,20 @@ async fn hostile_sealed_secrets_each_end_as_expected_and_harm_nothing_else() -> 
         failures.join("\n")
     );
 
-    // Everything else still works: the controller serves, unseals a new object, kept its keys.
+    // No hot loop: once every case has its outcome, nothing is unsealed again.
+    let requests = |m: keyseal_testenv::metrics::Metrics| {
+        m.sum("sealed_secrets_controller_unseal_requests_total", &[])
+    };
     let (cpu_after, peak_mib) = usage(pid)?;
+    let settled_requests = requests(controller.metrics().await?);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let later = requests(controller.metrics().await?);
+    ensure!(
+        later == settled_requests,
+        "still unsealing: {settled_requests} → {later} requests"
+    );
+
+    // Everything else still works: the controller serves, unseals a new object, kept its keys.
     let (code, _) = controller.get("/healthz").await?;
     ensure!(code == 200, "/healthz {code}");
     env.create(&env.seal(
