@@ -782,16 +782,8 @@ impl Process {
 
     /// `VmHWM` and `VmRSS` in KiB.
     fn memory(&self) -> Result<(u64, u64)> {
-        let pid = self.controller_pid()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .with_context(|| format!("no {name} in /proc/{pid}/status"))
-        };
-        Ok((field("VmHWM:")?, field("VmRSS:")?))
+        let usage = keyseal_testenv::usage::of(self.controller_pid()?)?;
+        Ok((usage.peak_kib, usage.rss_kib))
     }
 
     fn log_tail(&self) -> String {

@@ -9,6 +9,7 @@
 mod cli;
 mod controller;
 mod crypto;
+mod hostile;
 mod openssl;
 mod renewal;
 mod stats;
@@ -39,6 +40,9 @@ enum Command {
     /// Key renewal: SIGUSR1 to the new certificate served, with Key Vault backups (backup before
     /// activation, keyseal's Key Vault test server) next to without. Needs `scripts/cluster up`.
     Renewal(RenewalArgs),
+    /// What a hostile SealedSecret costs the controller: CPU time and memory per object of each
+    /// bad class next to good objects, same controller, same run. Needs `scripts/cluster up`.
+    Hostile(HostileArgs),
     /// Both `crypto` and `cli`, in that order (not `controller`: it needs a cluster and minutes).
     All {
         #[command(flatten)]
@@ -81,6 +85,17 @@ pub struct RenewalArgs {
     /// Renewals timed with and without the vault each.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub runs: u32,
+    /// The keyseal-controller binary [default: <target>/release/keyseal-controller].
+    #[arg(long, value_name = "PATH")]
+    pub controller: Option<PathBuf>,
+}
+
+/// Flags of the `hostile` benchmark.
+#[derive(Debug, Args)]
+pub struct HostileArgs {
+    /// Objects per class (the two heaviest classes get a tenth).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..=10_000).map(|n| n as usize))]
+    pub count: usize,
     /// The keyseal-controller binary [default: <target>/release/keyseal-controller].
     #[arg(long, value_name = "PATH")]
     pub controller: Option<PathBuf>,
@@ -162,6 +177,7 @@ fn main() -> ExitCode {
         Command::Cli(args) => cli::run(&args),
         Command::Controller(args) => controller::run(&args),
         Command::Renewal(args) => renewal::run(&args),
+        Command::Hostile(args) => hostile::run(&args),
         Command::All { crypto, cli } => crypto::run(&crypto).and_then(|()| {
             println!();
             cli::run(&cli)

@@ -16,6 +16,7 @@
 //!   [`Cluster::identity`] mints a token for a ServiceAccount it created.
 //! * [`controller::Launch`] starts keyseal-controller or upstream's controller as a process
 //!   under test ([`controller::ControllerProcess`]); [`metrics::Metrics`] reads its `/metrics`.
+//! * [`usage::of`] reads a process's CPU time and memory from `/proc`.
 //! * [`webhook::HoldingWebhook`] holds chosen API requests (a validating admission webhook) so a
 //!   test can force an interleaving, e.g. a deletion while a status write is in flight.
 //!
@@ -25,6 +26,7 @@
 pub mod controller;
 pub mod keyvault;
 pub mod metrics;
+pub mod usage;
 pub mod webhook;
 
 use std::collections::BTreeMap;

@@ -400,25 +400,6 @@ async fn check_state(env: &Env, name: &str, state: &str, created: &Created) -> R
     Ok(())
 }
 
-/// The controller's CPU seconds and peak resident memory (MiB), from /proc.
-fn usage(pid: u32) -> Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let hwm_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    Ok((ticks / 100.0, hwm_kb / 1024.0))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tests
 
@@ -452,7 +433,7 @@ async fn hostile_sealed_secrets_each_end_as_expected_and_harm_nothing_else() -> 
         .collect();
     let dynamic: Api<DynamicObject> =
         Api::namespaced_with(env.admin(), &ns, &ApiResource::erase::<SealedSecret>(&()));
-    let (cpu_before, _) = usage(pid)?;
+    let before = keyseal_testenv::usage::of(pid)?;
     let started = Instant::now();
 
     let cases = load(SEALED_SECRETS)?;
@@ -514,7 +495,7 @@ async fn hostile_sealed_secrets_each_end_as_expected_and_harm_nothing_else() -> 
     let requests = |m: keyseal_testenv::metrics::Metrics| {
         m.sum("sealed_secrets_controller_unseal_requests_total", &[])
     };
-    let (cpu_after, peak_mib) = usage(pid)?;
+    let after = keyseal_testenv::usage::of(pid)?;
     let settled_requests = requests(controller.metrics().await?);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let later = requests(controller.metrics().await?);
@@ -553,11 +534,12 @@ async fn hostile_sealed_secrets_each_end_as_expected_and_harm_nothing_else() -> 
     assert_no_plaintext(&controller, &env, &values).await?;
     eprintln!(
         "hostile corpus: {} cases ({} refused by the API server), settled in {:.1} s; controller \
-         CPU {:.2} s for the corpus, peak RSS {peak_mib:.0} MiB",
+         CPU {:.2} s for the corpus, peak RSS {} MiB",
         cases.len(),
         cases.len() - created.len(),
         settled.as_secs_f64(),
-        cpu_after - cpu_before,
+        after.cpu_seconds - before.cpu_seconds,
+        after.peak_kib / 1024,
     );
     Ok(())
 }
