@@ -77,7 +77,7 @@ const CLASSES: &[Class] = &[
     },
     Class {
         name: "template-loop",
-        what: "nested ranges of 10^10 steps (stopped at 10^7)",
+        what: "nested ranges of 10^10 steps (stopped at 10^6)",
         per_hundred: 10,
         synced: "False",
         build: endless_loop,
