@@ -4,7 +4,6 @@
 //! its generation), and charges the controller's CPU time and memory growth over that window to
 //! the class. The reference is the class of good objects (one item each, unsealed and written).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -86,17 +85,7 @@ const CLASSES: &[Class] = &[
 
 /// Runs the benchmark and prints its table.
 pub fn run(args: &HostileArgs) -> Result<()> {
-    let controller = args.controller.clone().unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::workspace_root().join("target"))
-            .join("release/keyseal-controller")
-    });
-    anyhow::ensure!(
-        controller.is_file(),
-        "{} is missing: cargo build --release -p keyseal-controller",
-        controller.display()
-    );
+    let controller = crate::release_controller(args.controller.as_ref())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(measure(&controller, args.count))
 }
@@ -265,22 +254,9 @@ fn wrong_name(cert: &Certificate, ns: &str, name: &str) -> Result<SealedSecret> 
     Ok(ss)
 }
 
-/// Deterministic noise (xorshift) of `len` bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A random value the length of a sealed 16-byte one (2 + 512 + 16 + 16 bytes for RSA-4096).
 fn random_value(seed: u64) -> String {
-    let mut bytes = noise(seed, 546);
+    let mut bytes = keyseal_testenv::data::noise(seed, 546);
     bytes[..2].copy_from_slice(&512u16.to_be_bytes());
     encode_base64(&bytes)
 }

@@ -192,6 +192,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--controller`, or the release keyseal-controller of this build's target directory; an error
+/// naming the build command when it is missing.
+fn release_controller(flag: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = flag.cloned().unwrap_or_else(|| {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"))
+            .join("release/keyseal-controller")
+    });
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is missing: cargo build --release -p keyseal-controller",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// The workspace root, where `target/` and `scripts/` live.
 fn workspace_root() -> PathBuf {
     let bench = Path::new(env!("CARGO_MANIFEST_DIR"));

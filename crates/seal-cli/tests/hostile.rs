@@ -46,26 +46,13 @@ fn cases() -> Result<Vec<Case>> {
         .collect()
 }
 
-/// Deterministic noise (xorshift).
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 const HEADER: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: a, namespace: b}\n";
 
 /// The bytes of a generated input.
 fn generate(what: &str) -> Result<Vec<u8>> {
     let (name, arg) = what.split_once(':').unwrap_or((what, ""));
     Ok(match name {
-        "junk" => noise(64 << 10),
+        "junk" => keyseal_testenv::data::noise(0x9e37_79b9_7f4a_7c15, 64 << 10),
         "non-utf8" => [HEADER.as_bytes(), b"stringData: {pw: \"ab\xffcd\"}\n"].concat(),
         "keys" => {
             let mut text = format!("{HEADER}stringData:\n");

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod controller;
+pub mod data;
 pub mod keyvault;
 pub mod metrics;
 pub mod usage;

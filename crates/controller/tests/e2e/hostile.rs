@@ -138,19 +138,6 @@ fn generated_value(index: usize, bytes: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Deterministic noise (xorshift), so a failing case is the same on every run.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// The ciphertext format: a 2-byte length, the RSA-OAEP block, then AES-GCM ciphertext and tag.
 fn corrupt(value: &str, how: &str, seed: u64) -> Result<String> {
     let mut bytes = decode_base64(value)?;
@@ -163,7 +150,7 @@ fn corrupt(value: &str, how: &str, seed: u64) -> Result<String> {
         "truncate-gcm" => bytes.truncate(bytes.len() - 5),
         "flip-rsa" => bytes[rsa_end - 10] ^= 1,
         "flip-gcm" => *bytes.last_mut().expect("a tag") ^= 1,
-        "random" => bytes = noise(seed, bytes.len()),
+        "random" => bytes = keyseal_testenv::data::noise(seed, bytes.len()),
         "length-lies" => bytes[..2].copy_from_slice(&[0xff, 0xff]),
         other => bail!("unknown corruption {other:?}"),
     }
