@@ -120,16 +120,7 @@ async fn load(
 
 /// Puts `entries` in the ring if they differ from what it holds.
 fn update(ring: &KeyRing, entries: BTreeMap<String, KeyEntry>) {
-    let changed = {
-        let current = ring.keys();
-        current.len() != entries.len()
-            || current.iter().any(|k| {
-                entries
-                    .get(&k.secret_name)
-                    .is_none_or(|e| e.fingerprint != k.fingerprint)
-            })
-    };
-    if changed {
+    if !ring.holds(&entries) {
         ring.replace(entries.into_values().collect());
         let keys = ring.keys();
         tracing::info!(

@@ -109,6 +109,17 @@ impl KeyRing {
         self.publish();
     }
 
+    /// Whether the ring holds exactly `entries` (same names, same keys), duplicates included.
+    pub fn holds(&self, entries: &BTreeMap<String, KeyEntry>) -> bool {
+        let by_name = self.by_name.read().expect("key ring lock");
+        by_name.len() == entries.len()
+            && by_name.iter().all(|(name, k)| {
+                entries
+                    .get(name)
+                    .is_some_and(|e| e.fingerprint == k.fingerprint)
+            })
+    }
+
     /// Replaces the whole set (after a watch (re)list).
     pub fn replace(&self, entries: Vec<KeyEntry>) {
         *self.by_name.write().expect("key ring lock") = entries
@@ -132,6 +143,11 @@ impl KeyRing {
                 .then_with(|| b.certificate.not_before().cmp(&a.certificate.not_before()))
                 .then_with(|| b.secret_name.cmp(&a.secret_name))
         });
+        // One key under two names (a backup restored beside the original): keep the newest
+        // entry, whose certificate is the one served, so that a value no key opens does not pay
+        // for the same RSA key twice.
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|k| seen.insert(k.fingerprint.clone()));
         *self.sorted.write().expect("key ring lock") = Arc::new(all);
         self.version.send_modify(|v| *v += 1);
     }
@@ -190,6 +206,28 @@ mod tests {
             key,
             certificate,
         }
+    }
+
+    #[test]
+    fn a_key_under_two_names_is_tried_once_by_its_newest_entry() {
+        let ring = KeyRing::new(KeyOrder::CertNotBefore);
+        let (original, other) = (entry("original", 20), entry("other", 30));
+        let copy_key = PrivateKey::from_pem(original.key.to_pkcs1_pem().as_bytes()).unwrap();
+        let params = CertificateParams {
+            not_before: SystemTime::now() - Duration::from_secs(86_400),
+            ..CertificateParams::default()
+        };
+        let copy_cert = self_signed_certificate(&copy_key, &params, &mut SystemRng).unwrap();
+        let copy = KeyEntry {
+            secret_name: "restored".into(),
+            fingerprint: original.fingerprint.clone(),
+            created: copy_cert.not_before(),
+            key: copy_key,
+            certificate: copy_cert,
+        };
+        ring.replace(vec![original, other, copy]);
+        let names: Vec<String> = ring.keys().iter().map(|k| k.secret_name.clone()).collect();
+        assert_eq!(names, ["restored", "other"]);
     }
 
     #[test]

@@ -744,6 +744,17 @@ async fn hostile_key_secrets_are_reported_and_skipped_and_the_controller_keeps_s
         failures.join("\n")
     );
 
+    // Each distinct key is loaded once: its own, and the good cases that are not copies of it.
+    let distinct = 1 + loaded.iter().filter(|(c, _)| c.key != "active").count();
+    let keys = controller
+        .metrics()
+        .await?
+        .sum("sealed_secrets_controller_keys", &[]);
+    ensure!(
+        keys == distinct as f64,
+        "{keys} keys loaded, expected {distinct}"
+    );
+
     // The controller's own key still works, and it made no key of its own because of these.
     env.create(&env.seal(
         &cert,
