@@ -48,15 +48,13 @@ pub fn read_input(path: Option<&Path>, flag: &str, tty_note: &str) -> Result<Inp
     let (name, bytes) = match path {
         Some(p) => {
             let name = p.display().to_string();
-            let bytes = std::fs::File::open(p)
-                .and_then(read_bounded)
-                .map_err(|e| {
-                    err(format!(
-                        "cannot read {name} given with {flag}: {}",
-                        io_text(&e)
-                    ))
-                    .hint("check the path and permissions")
-                })?;
+            let bytes = std::fs::File::open(p).and_then(read_bounded).map_err(|e| {
+                err(format!(
+                    "cannot read {name} given with {flag}: {}",
+                    io_text(&e)
+                ))
+                .hint("check the path and permissions")
+            })?;
             (name, bytes)
         }
         None => {
