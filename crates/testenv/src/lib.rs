@@ -22,6 +22,7 @@
 //! See `docs/cluster.md`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod controller;
 pub mod keyvault;
 pub mod metrics;
