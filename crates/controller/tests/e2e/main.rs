@@ -11,6 +11,7 @@ mod common;
 
 mod backup;
 mod ha;
+mod http_hostile;
 mod keys_http;
 mod manifests;
 mod online;
