@@ -1,5 +1,11 @@
 //! The controller's HTTP API (upstream's routes) and the metrics listener. Every replica serves
 //! them from its own key ring; none of them writes to the cluster.
+//!
+//! Hostile clients: a request body is capped at [`MAX_BODY`] (413 beyond it, read no further); a
+//! connection must deliver a request's headers within [`header_read_timeout`] (slow-loris
+//! connections and idle keep-alive connections are closed); a request, body included, is bounded
+//! by `--read-timeout` + `--write-timeout`; bodies that are not one SealedSecret get a 400 that
+//! says why.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -7,15 +13,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use keyseal_api::SealedSecret;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::Layer as _;
 
 use crate::bucket::{Rate, TokenBucket};
 use crate::keys::KeyRing;
@@ -106,6 +115,19 @@ impl RateLimiter {
     }
 }
 
+/// The largest request body accepted: the Kubernetes API server's own limit on a request
+/// (3 MiB), so any SealedSecret the cluster can store (etcd takes objects up to 1.5 MiB) can be
+/// verified or rotated, and a client cannot make the controller buffer more than this.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The longest a connection may take to deliver a request's headers, and to send the next
+/// request on a kept-alive connection: `--read-timeout` + `--write-timeout` (upstream uses
+/// `--read-timeout` as Go's `ReadHeaderTimeout`), at most 10 s — a client's headers arrive in
+/// milliseconds, and a connection that trickles them (slow-loris) or sits idle holds a socket.
+pub fn header_read_timeout(request_timeout: Duration) -> Duration {
+    request_timeout.min(Duration::from_secs(10))
+}
+
 /// The API router: /healthz, /readyz, /v1/cert.pem, /v1/verify, /v1/rotate.
 pub fn api_router(state: HttpState) -> Router {
     Router::new()
@@ -114,6 +136,8 @@ pub fn api_router(state: HttpState) -> Router {
         .route("/v1/cert.pem", get(cert))
         .route("/v1/verify", post(verify))
         .route("/v1/rotate", post(rotate))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(refuse_declared_oversize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -184,10 +208,49 @@ fn no_key_yet() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "no sealing key loaded yet").into_response()
 }
 
+/// 413: the body is larger than [`MAX_BODY`].
+fn too_large() -> Response {
+    let message = format!(
+        "request body larger than {} MiB (the API server's own limit on a request)",
+        MAX_BODY >> 20
+    );
+    (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+}
+
+/// Refuses a request whose Content-Length is past [`MAX_BODY`] before reading any of it (the
+/// body limit alone would wait for the body to arrive). Bodies without a length are cut off by
+/// the limit as they are read.
+async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY as u64) {
+        return too_large();
+    }
+    next.run(request).await
+}
+
+/// The body as read, or why it could not be: 413 past [`MAX_BODY`], else the extractor's own
+/// answer (e.g. 400 when the client broke off).
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Box<Response>> {
+    body.map_err(|rejection| {
+        Box::new(match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+            _ => rejection.into_response(),
+        })
+    })
+}
+
 /// A SealedSecret from a JSON or YAML body.
 fn parse_body(body: &Bytes) -> Result<SealedSecret, Box<Response>> {
     let bad = |message: String| Box::new((StatusCode::BAD_REQUEST, message).into_response());
-    let text = std::str::from_utf8(body).map_err(|_| bad("body is not UTF-8".into()))?;
+    let text = std::str::from_utf8(body).map_err(|e| {
+        bad(format!(
+            "body is not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
     let mut all = keyseal_api::input::sealed_secrets(text).map_err(|e| bad(e.to_string()))?;
     if all.len() != 1 {
         return Err(bad("expected exactly one SealedSecret".into()));
@@ -201,14 +264,14 @@ fn oracle_request(
     state: &HttpState,
     peer: SocketAddr,
     path: &'static str,
-    body: &Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<SealedSecret, Box<Response>> {
     if !state.limiter.allow(peer.ip(), path) {
         return Err(Box::new(
             (StatusCode::TOO_MANY_REQUESTS, "limit exceeded").into_response(),
         ));
     }
-    parse_body(body)
+    parse_body(&read_body(body)?)
 }
 
 /// Runs RSA work with every loaded private key off the async workers.
@@ -227,10 +290,10 @@ async fn with_private_keys<T: Send + 'static>(
 async fn verify(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // A decryption oracle: rate-limited per client, templates never rendered.
-    let ss = match oracle_request(&state, peer, "/v1/verify", &body) {
+    let ss = match oracle_request(&state, peer, "/v1/verify", body) {
         Ok(ss) => ss,
         Err(r) => return *r,
     };
@@ -249,10 +312,10 @@ async fn verify(
 async fn rotate(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // 200 or 409 tells whether the body decrypts: the same oracle as /v1/verify, limited alike.
-    let ss = match oracle_request(&state, peer, "/v1/rotate", &body) {
+    let ss = match oracle_request(&state, peer, "/v1/rotate", body) {
         Ok(ss) => ss,
         Err(r) => return *r,
     };
@@ -291,33 +354,106 @@ async fn metrics(State(state): State<HttpState>, method: Method) -> Response {
 }
 
 /// Binds both listeners and serves until `shutdown` fires; the task ends when both servers
-/// have stopped.
+/// have stopped and their connections have finished.
 pub async fn serve(
     config: &HttpConfig,
     state: HttpState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let api_listener = tokio::net::TcpListener::bind(config.listen)
+    let api_listener = TcpListener::bind(config.listen)
         .await
         .context("binding --listen-addr")?;
-    let metrics_listener = tokio::net::TcpListener::bind(config.listen_metrics)
+    let metrics_listener = TcpListener::bind(config.listen_metrics)
         .await
         .context("binding --listen-metrics-addr")?;
     tracing::info!(api = %api_listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "listening");
-    let (a, m) = (shutdown.clone(), shutdown);
-    let api = axum::serve(
+    let timeout = header_read_timeout(config.request_timeout);
+    let api = serve_http1(
         api_listener,
-        api_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { a.cancelled().await });
-    let metrics = axum::serve(metrics_listener, metrics_router(state).into_make_service())
-        .with_graceful_shutdown(async move { m.cancelled().await });
+        api_router(state.clone()),
+        timeout,
+        shutdown.clone(),
+    );
+    let metrics = serve_http1(metrics_listener, metrics_router(state), timeout, shutdown);
     Ok(tokio::spawn(async move {
-        let (r1, r2) = tokio::join!(api.into_future(), metrics.into_future());
-        if let Err(e) = r1.and(r2) {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        tokio::join!(api, metrics);
     }))
+}
+
+/// Serves `router` over HTTP/1.1 (what upstream's Go server speaks without TLS) on `listener`:
+/// one task per connection, each closed when it takes longer than `header_timeout` to deliver a
+/// request's headers. Stops accepting when `shutdown` fires, lets open connections finish their
+/// requests, and returns when all have closed.
+async fn serve_http1(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // the listener is fine, so pause briefly instead of spinning.
+                    tracing::warn!(error = %e, "accepting an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let service = Extension(ConnectInfo(peer)).layer(router.clone());
+        connections.spawn(serve_connection(
+            stream,
+            service,
+            header_timeout,
+            shutdown.clone(),
+        ));
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// One connection, until the client closes it, it breaks a limit, or `shutdown` fires (then
+/// after the request in progress).
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    service: S,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(
+        hyper_util::rt::TokioIo::new(stream),
+        hyper_util::service::TowerToHyperService::new(service),
+    );
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        // A header timeout, a malformed request line, a client gone: the client's problem.
+        tracing::debug!(error = %e, "HTTP connection closed");
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 //! See `docs/cluster.md`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod controller;
 pub mod data;
 pub mod keyvault;

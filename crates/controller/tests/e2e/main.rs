@@ -12,6 +12,7 @@ mod common;
 mod backup;
 mod ha;
 mod hostile;
+mod http_hostile;
 mod keys_http;
 mod manifests;
 mod online;
