@@ -235,6 +235,13 @@ pub fn sealed_secrets(text: &str) -> Result<Vec<SealedSecret>, InputError> {
         .enumerate()
         .map(|(i, doc)| {
             check_kind(i + 1, &doc, "SealedSecret")?;
+            if !doc.is_object() {
+                return Err(field_error(
+                    i + 1,
+                    "(document)",
+                    "must be an object, a SealedSecret (a JSON array is not a list)",
+                ));
+            }
             // SealedSecrets hold only ciphertext, so serde's message is safe to pass on.
             serde_json::from_value(doc)
                 .map_err(|e| field_error(i + 1, "(SealedSecret)", &e.to_string()))
@@ -307,6 +314,10 @@ mod tests {
             "JSON input exceeds a parser limit (nesting deeper than 128 levels) at line 1"
         ));
         let e = secrets(r#"[{"kind":"Secret"}]"#).unwrap_err().to_string();
+        assert!(e.contains("a JSON array is not a list"), "{e}");
+        let e = sealed_secrets(r#"[{"kind":"SealedSecret"}]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a JSON array is not a list"), "{e}");
     }
 
