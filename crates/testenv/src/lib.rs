@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod controller;
+pub mod faults;
 pub mod keyvault;
 pub mod metrics;
 pub mod webhook;

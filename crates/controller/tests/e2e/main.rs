@@ -10,6 +10,7 @@
 mod common;
 
 mod backup;
+mod faults;
 mod ha;
 mod keys_http;
 mod manifests;
