@@ -133,15 +133,7 @@ pub fn run(args: &FaultsArgs) -> Result<()> {
 }
 
 fn plan(args: &FaultsArgs) -> Result<Plan> {
-    let controller = args
-        .controller
-        .clone()
-        .unwrap_or_else(crate::release_controller);
-    anyhow::ensure!(
-        controller.is_file(),
-        "{} is missing: cargo build --release -p keyseal-controller",
-        controller.display()
-    );
+    let controller = crate::controller_binary(args.controller.as_deref())?;
     let q = args.quick;
     let faults = match &args.faults {
         Some(list) => {

@@ -34,15 +34,7 @@ const MIN_REQUESTS_PER_OBJECT: f64 = 2.0;
 
 /// Runs the benchmark and prints its figures.
 pub fn run(args: &LoadArgs) -> Result<()> {
-    let controller = args
-        .controller
-        .clone()
-        .unwrap_or_else(crate::release_controller);
-    anyhow::ensure!(
-        controller.is_file(),
-        "{} is missing: cargo build --release -p keyseal-controller",
-        controller.display()
-    );
+    let controller = crate::controller_binary(args.controller.as_deref())?;
     let count = args
         .count
         .unwrap_or(if args.quick { 1_000 } else { 10_000 });

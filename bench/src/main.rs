@@ -264,6 +264,17 @@ fn release_controller() -> PathBuf {
         .join("release/keyseal-controller")
 }
 
+/// `given`, or [`release_controller`]; an error with the build command when it is missing.
+fn controller_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let controller = given.map_or_else(release_controller, Path::to_path_buf);
+    anyhow::ensure!(
+        controller.is_file(),
+        "{} is missing: cargo build --release -p keyseal-controller",
+        controller.display()
+    );
+    Ok(controller)
+}
+
 /// What every report opens with: the conditions the figures were taken under.
 fn print_machine() {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);

@@ -14,15 +14,7 @@ use crate::stats::{Summary, ms};
 
 /// Runs the benchmark and prints its figures.
 pub fn run(args: &RenewalArgs) -> Result<()> {
-    let controller = args
-        .controller
-        .clone()
-        .unwrap_or_else(crate::release_controller);
-    anyhow::ensure!(
-        controller.is_file(),
-        "{} is missing: cargo build --release -p keyseal-controller",
-        controller.display()
-    );
+    let controller = crate::controller_binary(args.controller.as_deref())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let plain = renewals(&controller, None, args.runs).await?;
