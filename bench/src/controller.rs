@@ -268,12 +268,10 @@ fn plan(args: &ControllerArgs) -> Result<Plan> {
     } else {
         (1_000, 10_000, 10_000, 600)
     };
-    let keyseal = args.controller.clone().unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::workspace_root().join("target"))
-            .join("release/keyseal-controller")
-    });
+    let keyseal = args
+        .controller
+        .clone()
+        .unwrap_or_else(crate::release_controller);
     let upstream = match &args.upstream {
         Some(p) => p.clone(),
         None => {

@@ -85,7 +85,7 @@ const CLASSES: &[Class] = &[
 
 /// Runs the benchmark and prints its table.
 pub fn run(args: &HostileArgs) -> Result<()> {
-    let controller = crate::release_controller(args.controller.as_ref())?;
+    let controller = crate::controller_binary(args.controller.as_deref())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(measure(&controller, args.count))
 }

@@ -9,9 +9,12 @@
 mod cli;
 mod controller;
 mod crypto;
+mod faults;
 mod hostile;
+mod load;
 mod openssl;
 mod renewal;
+mod rig;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +46,13 @@ enum Command {
     /// What a hostile SealedSecret costs the controller: CPU time and memory per object of each
     /// bad class next to good objects, same controller, same run. Needs `scripts/cluster up`.
     Hostile(HostileArgs),
+    /// keyseal-controller under faults of a private control plane (kube-apiserver restart,
+    /// SIGKILLs, leader kill, etcd pause, cut connections, Key Vault outage and throttling):
+    /// time to converge, API request rate before/during/after, and checks (exit 1 if any fails).
+    Faults(FaultsArgs),
+    /// 10,000 SealedSecrets created at once on a private plane: time to all-Synced, API requests
+    /// per object, peak RSS, `/healthz` and `/v1/cert.pem` latency throughout next to idle.
+    Load(LoadArgs),
     /// Both `crypto` and `cli`, in that order (not `controller`: it needs a cluster and minutes).
     All {
         #[command(flatten)]
@@ -99,6 +109,68 @@ pub struct HostileArgs {
     /// The keyseal-controller binary [default: <target>/release/keyseal-controller].
     #[arg(long, value_name = "PATH")]
     pub controller: Option<PathBuf>,
+}
+
+/// Flags of the `faults` benchmark.
+#[derive(Debug, Args)]
+pub struct FaultsArgs {
+    /// The keyseal-controller binary [default: <target>/release/keyseal-controller].
+    #[arg(long, value_name = "PATH")]
+    pub controller: Option<PathBuf>,
+    /// Smaller sizes: 100 SealedSecrets, 5 kills, shorter faults and idle windows.
+    #[arg(long)]
+    pub quick: bool,
+    /// Faults to run, comma-separated [default: all: apiserver-restart, controller-kill,
+    /// leader-kill, etcd-pause, watch-cut, vault-outage, vault-throttle].
+    #[arg(long, value_delimiter = ',')]
+    pub faults: Option<Vec<String>>,
+    /// SealedSecrets reconciled during each fault [default: 1000; --quick: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000).map(|n| n as usize))]
+    pub count: Option<usize>,
+    /// SIGKILLs of the controller [default: 20; --quick: 5].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000).map(|n| n as usize))]
+    pub kills: Option<usize>,
+    /// Each kill comes a random 0..MS milliseconds after the controller took the lease.
+    #[arg(long, value_name = "MS")]
+    pub kill_window_ms: Option<u64>,
+    /// How long etcd stays stopped [default: 5; --quick: 3].
+    #[arg(long, value_name = "SECS")]
+    pub pause_secs: Option<u64>,
+    /// How long new connections are refused after the cut [default: 3; --quick: 2].
+    #[arg(long, value_name = "SECS")]
+    pub cut_secs: Option<u64>,
+    /// How long the vault answers 503/429 [default: 10; --quick: 5].
+    #[arg(long, value_name = "SECS")]
+    pub outage_secs: Option<u64>,
+    /// Idle windows the request rate is measured over [default: 10; --quick: 5].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub idle_secs: Option<u64>,
+    /// Limit for convergence after each fault [default: 600; --quick: 120].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Seed of the kill delays (printed; replays a run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Flags of the `load` benchmark.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The keyseal-controller binary [default: <target>/release/keyseal-controller].
+    #[arg(long, value_name = "PATH")]
+    pub controller: Option<PathBuf>,
+    /// Smaller size: 1,000 SealedSecrets.
+    #[arg(long)]
+    pub quick: bool,
+    /// SealedSecrets created at once [default: 10000; --quick: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub count: Option<usize>,
+    /// Create requests in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=512).map(|n| n as usize))]
+    pub concurrency: usize,
+    /// Limit for all-Synced, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
 }
 
 /// Which of the 12 keys seals the SealedSecrets.
@@ -178,6 +250,8 @@ fn main() -> ExitCode {
         Command::Controller(args) => controller::run(&args),
         Command::Renewal(args) => renewal::run(&args),
         Command::Hostile(args) => hostile::run(&args),
+        Command::Faults(args) => faults::run(&args),
+        Command::Load(args) => load::run(&args),
         Command::All { crypto, cli } => crypto::run(&crypto).and_then(|()| {
             println!();
             cli::run(&cli)
@@ -192,27 +266,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--controller`, or the release keyseal-controller of this build's target directory; an error
-/// naming the build command when it is missing.
-fn release_controller(flag: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = flag.cloned().unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"))
-            .join("release/keyseal-controller")
-    });
-    anyhow::ensure!(
-        path.is_file(),
-        "{} is missing: cargo build --release -p keyseal-controller",
-        path.display()
-    );
-    Ok(path)
-}
-
 /// The workspace root, where `target/` and `scripts/` live.
 fn workspace_root() -> PathBuf {
     let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
     bench.parent().unwrap_or(bench).to_path_buf()
+}
+
+/// `${CARGO_TARGET_DIR:-<workspace>/target}/release/keyseal-controller`.
+fn release_controller() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("release/keyseal-controller")
+}
+
+/// `given`, or [`release_controller`]; an error with the build command when it is missing.
+fn controller_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let controller = given.map_or_else(release_controller, Path::to_path_buf);
+    anyhow::ensure!(
+        controller.is_file(),
+        "{} is missing: cargo build --release -p keyseal-controller",
+        controller.display()
+    );
+    Ok(controller)
 }
 
 /// What every report opens with: the conditions the figures were taken under.

@@ -2,7 +2,6 @@
 //! certificate being served, with the backup before activation (`--keyvault-url`, the Key Vault
 //! test server over HTTPS) next to the same controller without a vault, in the same run.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -15,17 +14,7 @@ use crate::stats::{Summary, ms};
 
 /// Runs the benchmark and prints its figures.
 pub fn run(args: &RenewalArgs) -> Result<()> {
-    let controller = args.controller.clone().unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::workspace_root().join("target"))
-            .join("release/keyseal-controller")
-    });
-    anyhow::ensure!(
-        controller.is_file(),
-        "{} is missing: cargo build --release -p keyseal-controller",
-        controller.display()
-    );
+    let controller = crate::controller_binary(args.controller.as_deref())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let plain = renewals(&controller, None, args.runs).await?;
@@ -48,19 +37,7 @@ async fn renewals(
     let sa = cluster.controller_identity(ns.name()).await?;
     let mut launch = Launch::new(binary, ns.name()).args(["--leader-elect=false"]);
     if let Some(kv) = kv {
-        let writer = kv.identity("writer");
-        let ca = kv.ca_file();
-        launch = launch
-            .args(["--keyvault-url", &kv.url, "--keyvault-prefix", ns.name()])
-            .args(["--keyvault-ca-file".as_ref(), ca.as_os_str()])
-            .args(["--keyvault-disable-challenge-resource-verification"])
-            .env("AZURE_TENANT_ID", kv.tenant())
-            .env("AZURE_AUTHORITY_HOST", kv.authority())
-            .env("AZURE_CLIENT_ID", writer.client_id)
-            .env(
-                "AZURE_CLIENT_SECRET",
-                writer.client_secret.unwrap_or_default(),
-            );
+        launch = with_vault(launch, kv, ns.name());
     }
     let mut controller = launch.spawn_keyseal(&sa)?;
     controller.wait_healthy(Duration::from_secs(60)).await?;
@@ -76,6 +53,24 @@ async fn renewals(
     }
     controller.stop().await?;
     Ok(samples)
+}
+
+/// `launch` backing its keys up to `kv` under `prefix`, as the vault's writer identity (client
+/// secret from the `AZURE_*` variables).
+pub fn with_vault<'a>(launch: Launch<'a>, kv: &KvEmulator, prefix: &str) -> Launch<'a> {
+    let writer = kv.identity("writer");
+    let ca = kv.ca_file();
+    launch
+        .args(["--keyvault-url", &kv.url, "--keyvault-prefix", prefix])
+        .args(["--keyvault-ca-file".as_ref(), ca.as_os_str()])
+        .args(["--keyvault-disable-challenge-resource-verification"])
+        .env("AZURE_TENANT_ID", kv.tenant())
+        .env("AZURE_AUTHORITY_HOST", kv.authority())
+        .env("AZURE_CLIENT_ID", writer.client_id)
+        .env(
+            "AZURE_CLIENT_SECRET",
+            writer.client_secret.unwrap_or_default(),
+        )
 }
 
 /// The served certificate once it differs from `old` (polled every 5 ms, for up to 2 minutes).

@@ -26,6 +26,7 @@
 pub mod audit;
 pub mod controller;
 pub mod data;
+pub mod faults;
 pub mod keyvault;
 pub mod metrics;
 pub mod usage;

@@ -166,9 +166,12 @@ impl ReconcileError {
     }
 }
 
+/// 403 is transient: a kube-apiserver that has just restarted answers it until its RBAC caches
+/// are warm (seen in `faults::an_api_server_restart_in_the_middle_of_a_reconcile_loses_nothing`),
+/// and a missing grant may be fixed; it is retried with backoff up to `--max-unseal-retries`.
 fn classify(e: kube::Error) -> ReconcileError {
     match &e {
-        kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => {
+        kube::Error::Api(s) if matches!(s.code, 400 | 422) => {
             ReconcileError::Rejected(s.message.clone())
         }
         _ => ReconcileError::Kube(e),

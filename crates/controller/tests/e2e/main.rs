@@ -10,6 +10,7 @@
 mod common;
 
 mod backup;
+mod faults;
 mod ha;
 mod hostile;
 mod http_hostile;
