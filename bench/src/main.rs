@@ -6,6 +6,8 @@
 //! minutes apart on the same cores, which is why nothing here is a test and nothing asserts a
 //! timing.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod controller;
 mod crypto;
@@ -16,6 +18,7 @@ mod openssl;
 mod renewal;
 mod rig;
 mod stats;
+mod timing;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,6 +56,9 @@ enum Command {
     /// 10,000 SealedSecrets created at once on a private plane: time to all-Synced, API requests
     /// per object, peak RSS, `/healthz` and `/v1/cert.pem` latency throughout next to idle.
     Load(LoadArgs),
+    /// dudect-style timing test of `keyseal_crypto::open`: Welch's t between input classes that
+    /// must be indistinguishable (exits non-zero when one pair exceeds the threshold).
+    Timing(TimingArgs),
     /// Both `crypto` and `cli`, in that order (not `controller`: it needs a cluster and minutes).
     All {
         #[command(flatten)]
@@ -173,6 +179,42 @@ pub struct LoadArgs {
     pub timeout: u64,
 }
 
+/// Flags of the `timing` test.
+#[derive(Debug, Args)]
+pub struct TimingArgs {
+    /// Timed calls per class (8 classes, interleaved in one random order).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(200..=100_000_000).map(|n| n as usize))]
+    pub samples: usize,
+    /// |t| above which two classes count as distinguishable (dudect's threshold).
+    #[arg(long, default_value_t = 4.5)]
+    pub threshold: f64,
+    /// RSA modulus size of the keys. OAEP decoding is the same code at every size while the
+    /// noise grows with the modulus, so 2048 gives the most power per minute; 4096 is the
+    /// sealing keys' size.
+    #[arg(long, default_value_t = 2048, value_parser = clap::builder::PossibleValuesParser::new(["2048", "3072", "4096"]).map(|s| s.parse::<usize>().expect("listed")))]
+    pub bits: usize,
+    /// Length of the sealed values, in bytes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576).map(|n| n as usize))]
+    pub value_len: usize,
+    /// Bytes compared by the positive control's naive early-exit compare (its leak grows with it).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576).map(|n| n as usize))]
+    pub control_bytes: usize,
+    /// The clock that times each call.
+    #[arg(long, value_enum, default_value_t = Clock::Cpu)]
+    pub clock: Clock,
+}
+
+/// How the `timing` test times a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Clock {
+    /// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): time the core spends on other
+    /// processes is not counted, so a shared machine adds less noise.
+    Cpu,
+    /// Wall time (`Instant`), like dudect's cycle counter: preemption shows up as slow outliers,
+    /// which the crops remove.
+    Wall,
+}
+
 /// Which of the 12 keys seals the SealedSecrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SealingKey {
@@ -252,6 +294,7 @@ fn main() -> ExitCode {
         Command::Hostile(args) => hostile::run(&args),
         Command::Faults(args) => faults::run(&args),
         Command::Load(args) => load::run(&args),
+        Command::Timing(args) => timing::run(&args),
         Command::All { crypto, cli } => crypto::run(&crypto).and_then(|()| {
             println!();
             cli::run(&cli)

@@ -289,6 +289,11 @@ pub(crate) fn unquote_char(s: &str, quote: u8) -> Option<(u32, bool, &str)> {
         return Some((u32::from(c), false, &s[1..]));
     }
     let e = *b.get(1)?;
+    // A backslash before a non-ASCII character is no escape (Go: ErrSyntax); slicing after one
+    // byte of it would split the character.
+    if !e.is_ascii() {
+        return None;
+    }
     let rest = &s[2..];
     let simple = |v: u8| Some((u32::from(v), false, rest));
     match e {
@@ -517,6 +522,8 @@ mod tests {
         );
         assert_eq!(unquote(r#""\xff""#).unwrap(), vec![0xff]);
         assert!(unquote(r#""\q""#).is_none());
+        // Found by fuzzing: a backslash before a multi-byte character used to panic.
+        assert!(unquote("\"\\\u{fffd}t\"").is_none());
         assert!(unquote(r#""\'""#).is_none());
         assert!(unquote(r#""\400""#).is_none());
         assert!(unquote(r#""\ud800""#).is_none());
