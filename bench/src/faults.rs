@@ -399,7 +399,10 @@ async fn watch_cut(plan: &Plan, rig: &mut Rig) -> Result<Report> {
 /// everything is unsealed. Also reported: the vault requests per second during the fault.
 async fn vault_fault(plan: &Plan, rig: &mut Rig, mode: FaultMode) -> Result<Report> {
     let kv = KvEmulator::start(KvSetup::default()).await?;
-    let launch = crate::renewal::with_vault(rig.launch(), &kv, rig.name());
+    let launch = rig
+        .launch()
+        .keyvault(&kv, rig.name())
+        .keyvault_identity(&kv, "writer");
     let controller = serving(launch.spawn_keyseal(&rig.sa)?).await?;
     let old = certificate(&controller).await?;
     rig.create_workload(&old, 0, plan.count, CONCURRENCY)

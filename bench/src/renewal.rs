@@ -37,7 +37,9 @@ async fn renewals(
     let sa = cluster.controller_identity(ns.name()).await?;
     let mut launch = Launch::new(binary, ns.name()).args(["--leader-elect=false"]);
     if let Some(kv) = kv {
-        launch = with_vault(launch, kv, ns.name());
+        launch = launch
+            .keyvault(kv, ns.name())
+            .keyvault_identity(kv, "writer");
     }
     let mut controller = launch.spawn_keyseal(&sa)?;
     controller.wait_healthy(Duration::from_secs(60)).await?;
@@ -53,24 +55,6 @@ async fn renewals(
     }
     controller.stop().await?;
     Ok(samples)
-}
-
-/// `launch` backing its keys up to `kv` under `prefix`, as the vault's writer identity (client
-/// secret from the `AZURE_*` variables).
-pub fn with_vault<'a>(launch: Launch<'a>, kv: &KvEmulator, prefix: &str) -> Launch<'a> {
-    let writer = kv.identity("writer");
-    let ca = kv.ca_file();
-    launch
-        .args(["--keyvault-url", &kv.url, "--keyvault-prefix", prefix])
-        .args(["--keyvault-ca-file".as_ref(), ca.as_os_str()])
-        .args(["--keyvault-disable-challenge-resource-verification"])
-        .env("AZURE_TENANT_ID", kv.tenant())
-        .env("AZURE_AUTHORITY_HOST", kv.authority())
-        .env("AZURE_CLIENT_ID", writer.client_id)
-        .env(
-            "AZURE_CLIENT_SECRET",
-            writer.client_secret.unwrap_or_default(),
-        )
 }
 
 /// The served certificate once it differs from `old` (polled every 5 ms, for up to 2 minutes).

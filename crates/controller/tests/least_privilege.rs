@@ -200,23 +200,9 @@ async fn start(
         .args(["--leader-election-lease-duration", "6s"])
         .args(["--key-renew-period", "20s"]);
     if let Some(kv) = kv {
-        let writer = kv.identity("writer");
         launch = launch
-            .args([
-                "--keyvault-url",
-                &kv.url,
-                "--keyvault-prefix",
-                "least-privilege",
-            ])
-            .args(["--keyvault-ca-file".as_ref(), kv.ca_file().as_os_str()])
-            .args(["--keyvault-disable-challenge-resource-verification"])
-            .env("AZURE_TENANT_ID", kv.tenant())
-            .env("AZURE_AUTHORITY_HOST", kv.authority())
-            .env("AZURE_CLIENT_ID", writer.client_id)
-            .env(
-                "AZURE_CLIENT_SECRET",
-                writer.client_secret.unwrap_or_default(),
-            );
+            .keyvault(kv, "least-privilege")
+            .keyvault_identity(kv, "writer");
     }
     let mut c = launch.spawn_keyseal(identity)?;
     c.wait_healthy(WAIT).await?;

@@ -97,6 +97,27 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// Backs keys up to the Key Vault test server `kv` under `prefix`: the `--keyvault-*` flags,
+    /// its CA, and the tenant and authority host of its token endpoint. No credential: add one
+    /// with [`Self::keyvault_identity`] or [`Self::env`].
+    pub fn keyvault(self, kv: &crate::keyvault::KvEmulator, prefix: &str) -> Self {
+        let ca = kv.ca_file();
+        self.args(["--keyvault-url", &kv.url, "--keyvault-prefix", prefix])
+            .args(["--keyvault-ca-file".as_ref(), ca.as_os_str()])
+            .args(["--keyvault-disable-challenge-resource-verification"])
+            .env("AZURE_TENANT_ID", kv.tenant())
+            .env("AZURE_AUTHORITY_HOST", kv.authority())
+    }
+
+    /// The client-secret credential of `kv`'s identity `name` (`AZURE_CLIENT_ID`/`_SECRET`).
+    pub fn keyvault_identity(self, kv: &crate::keyvault::KvEmulator, name: &str) -> Self {
+        let identity = kv.identity(name);
+        self.env("AZURE_CLIENT_ID", identity.client_id).env(
+            "AZURE_CLIENT_SECRET",
+            identity.client_secret.unwrap_or_default(),
+        )
+    }
+
     fn listen(&self) -> Result<(&'static str, u16, u16)> {
         Ok(match self.network {
             Network::Host => ("127.0.0.1", crate::free_port()?, crate::free_port()?),

@@ -43,14 +43,9 @@ async fn start_as(
     credential: &[(&str, &str)],
     extra: &[&str],
 ) -> anyhow::Result<ControllerProcess> {
-    let ca = kv.ca_file();
     let mut launch = Launch::new(controller_binary(), env.name())
         .args(["--log-format", "json", "--log-level", "debug"])
-        .args(["--keyvault-url", &kv.url, "--keyvault-prefix", PREFIX])
-        .args(["--keyvault-ca-file".as_ref(), ca.as_os_str()])
-        .args(["--keyvault-disable-challenge-resource-verification"])
-        .env("AZURE_TENANT_ID", kv.tenant())
-        .env("AZURE_AUTHORITY_HOST", kv.authority())
+        .keyvault(kv, PREFIX)
         .args(extra);
     for (k, v) in credential {
         launch = launch.env(k, v);
