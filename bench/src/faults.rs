@@ -9,8 +9,11 @@
 //! * the number of sealing keys is what it was (one; two after a renewal): no duplicate key;
 //! * two unmanaged Secrets planted beforehand (one of them named like a SealedSecret) have the
 //!   resourceVersion they were created with;
-//! * no hot loop: the idle rate after is at most [`HOT_LOOP_FACTOR`] times the idle rate before
-//!   plus [`HOT_LOOP_SLACK`] requests/s.
+//! * no hot loop: within [`QUIET_WITHIN`] of convergence, an idle window comes whose rate is at
+//!   most [`HOT_LOOP_FACTOR`] times the idle rate before plus [`HOT_LOOP_SLACK`] requests/s. Work
+//!   that ends is not a loop: a new leader's first pass over every object after a failover, or
+//!   kube-controller-manager's garbage collector checking the owners of a thousand new Secrets
+//!   (the meter counts the whole plane); the time until quiet is printed.
 //!
 //! A failed check does not stop the run; the bench exits non-zero at the end, naming each fault
 //! and property that failed.
@@ -30,6 +33,8 @@ use crate::rig::{Reading, Rig, certificate, is_leader, serving};
 const HOT_LOOP_FACTOR: f64 = 2.0;
 /// See [`HOT_LOOP_FACTOR`] (requests per second).
 const HOT_LOOP_SLACK: f64 = 1.0;
+/// How long after convergence the request rate may take to fall back under the hot-loop limit.
+const QUIET_WITHIN: Duration = Duration::from_secs(180);
 /// Vault requests per second during an outage above which the controller hammers the vault.
 const VAULT_HOT_LOOP: f64 = 5.0;
 /// How long kube-apiserver gets to stop after SIGTERM before SIGKILL.
@@ -70,6 +75,8 @@ struct Report {
     before: f64,
     during: f64,
     after: f64,
+    /// From convergence until the idle window `after` was measured in began.
+    quiet: Duration,
     note: String,
     failures: Vec<String>,
 }
@@ -103,6 +110,7 @@ pub fn run(args: &FaultsArgs) -> Result<()> {
                 before: 0.0,
                 during: 0.0,
                 after: 0.0,
+                quiet: Duration::ZERO,
                 note: String::new(),
                 failures: vec![format!("did not complete: {e:#}")],
             });
@@ -221,15 +229,22 @@ impl Episode {
     async fn end(self, rig: &Rig, plan: &Plan, keys: usize, note: String) -> Result<Report> {
         let converge = rig.converge(self.at, plan.timeout).await?;
         let during = rig.meter.read(&rig.cluster).await.rate_since(&self.start);
-        // Settle (status writes and events of the last objects), then the idle window.
+        // Settle (status writes and events of the last objects), then idle windows until one is
+        // under the limit or QUIET_WITHIN has passed.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (a, b) = rig.meter.idle(&rig.cluster, plan.idle).await;
+        let limit = HOT_LOOP_FACTOR * self.before + HOT_LOOP_SLACK;
+        let converged = Instant::now();
+        let (mut a, mut b) = rig.meter.idle(&rig.cluster, plan.idle).await;
+        while b.rate_since(&a) > limit && converged.elapsed() < QUIET_WITHIN {
+            (a, b) = rig.meter.idle(&rig.cluster, plan.idle).await;
+        }
+        let quiet = converged.elapsed().saturating_sub(plan.idle);
         let after = b.rate_since(&a);
         let mut failures = rig.violations(keys).await?;
-        let limit = HOT_LOOP_FACTOR * self.before + HOT_LOOP_SLACK;
         if after > limit {
             failures.push(format!(
-                "hot loop: {after:.2} requests/s idle after the fault ({}), limit {limit:.2} ({HOT_LOOP_FACTOR} x {:.2} before: {})",
+                "hot loop: still {after:.2} requests/s {:.0} s after convergence ({}), limit {limit:.2} ({HOT_LOOP_FACTOR} x {:.2} before: {})",
+                quiet.as_secs_f64(),
                 b.top_since(&a),
                 self.before,
                 self.idle_before.1.top_since(&self.idle_before.0)
@@ -241,6 +256,7 @@ impl Episode {
             before: self.before,
             during,
             after,
+            quiet,
             note,
             failures,
         })
@@ -475,16 +491,17 @@ async fn leading(c: &ControllerProcess, timeout: Duration) -> Result<()> {
 fn print_table(reports: &[Report]) {
     println!();
     println!(
-        "{:<18} {:>10} {:>10} {:>10} {:>10} {:>11}  checks",
-        "fault", "converge s", "req/s idle", "req/s dur.", "req/s aft.", "after/idle"
+        "{:<18} {:>10} {:>10} {:>10} {:>9} {:>10} {:>11}  checks",
+        "fault", "converge s", "req/s idle", "req/s dur.", "quiet s", "req/s aft.", "after/idle"
     );
     for r in reports {
         println!(
-            "{:<18} {:>10.1} {:>10.2} {:>10.2} {:>10.2} {:>11.2}  {}",
+            "{:<18} {:>10.1} {:>10.2} {:>10.2} {:>9.0} {:>10.2} {:>11.2}  {}",
             r.fault,
             r.converge.as_secs_f64(),
             r.before,
             r.during,
+            r.quiet.as_secs_f64(),
             r.after,
             r.after / r.before.max(1e-3),
             if r.failures.is_empty() {
@@ -499,7 +516,8 @@ fn print_table(reports: &[Report]) {
         "converge: from the fault (SIGTERM, SIGKILL, SIGSTOP, the cut, the vault fault; for controller-kill the last start) until every target Secret holds its data and every SealedSecret is Synced at its generation"
     );
     println!(
-        "req/s: kube-apiserver's apiserver_request_total (resource requests) minus the bench's own; idle = {HOT_LOOP_FACTOR} x idle + {HOT_LOOP_SLACK}/s is the hot-loop limit for 'after'; 'during' includes reconciling the workload"
+        "req/s: kube-apiserver's apiserver_request_total (resource requests) minus the bench's own; idle = {HOT_LOOP_FACTOR} x idle + {HOT_LOOP_SLACK}/s is the hot-loop limit for 'after', measured in the first idle window under it ('quiet s' after convergence; none within {} s fails); 'during' includes reconciling the workload",
+        QUIET_WITHIN.as_secs()
     );
     for r in reports {
         if !r.note.is_empty() {
