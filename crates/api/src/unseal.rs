@@ -337,29 +337,19 @@ pub fn reseal(
         out.spec.data = Some(ByteString(sealed));
         return Ok(out);
     }
-    let (mut bad_base64, mut failed) = (Vec::new(), Vec::new());
-    for (item, value) in &ss.spec.encrypted_data {
-        let Ok(bytes) = decode_base64(value) else {
-            bad_base64.push(item.clone());
-            continue;
-        };
-        match reseal_one(&bytes) {
-            Ok(sealed) => {
-                out.spec
-                    .encrypted_data
-                    .insert(item.clone(), keyseal_crypto::encode_base64(&sealed));
+    // The same opening as unsealing: base64 checked first, at most MAX_UNDECRYPTABLE_ITEMS tried
+    // (`/v1/rotate` is as open to hostile input as the reconciler).
+    let (plain, _) = open_items(ss, keys)?;
+    for (item, value) in plain {
+        let sealed = keyseal_crypto::seal(to, &label, &value).map_err(|_| {
+            UnsealError::NoKeyCouldDecrypt {
+                items: vec![item.clone()],
+                not_tried: 0,
             }
-            Err(()) => failed.push(item.clone()),
-        }
-    }
-    if !bad_base64.is_empty() {
-        return Err(UnsealError::InvalidBase64 { items: bad_base64 });
-    }
-    if !failed.is_empty() {
-        return Err(UnsealError::NoKeyCouldDecrypt {
-            items: failed,
-            not_tried: 0,
-        });
+        })?;
+        out.spec
+            .encrypted_data
+            .insert(item, keyseal_crypto::encode_base64(&sealed));
     }
     Ok(out)
 }

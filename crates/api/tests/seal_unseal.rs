@@ -7,8 +7,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keyseal_api::annotations::{CLUSTER_WIDE, NAMESPACE_WIDE, SKIP_SET_OWNER_REFERENCES};
 use keyseal_api::{
-    MAX_UNDECRYPTABLE_ITEMS, Scope, SealedSecret, UnsealError, UnsealOptions, input, seal_secret,
-    seal_secret_in, unseal, verify,
+    MAX_UNDECRYPTABLE_ITEMS, Scope, SealedSecret, UnsealError, UnsealOptions, input, reseal,
+    seal_secret, seal_secret_in, unseal, verify,
 };
 use keyseal_crypto::{PrivateKey, encode_base64, seal};
 
@@ -469,6 +469,9 @@ fn undecryptable_items_are_tried_up_to_a_bound() {
             20 - MAX_UNDECRYPTABLE_ITEMS + 1 // the rest of the bad ones, and `k`
         )
     );
+    // Re-sealing (`/v1/rotate`, `--re-encrypt`) opens the same way, within the same bound.
+    let e2 = reseal(&ss, &[key()], key().public_key()).unwrap_err();
+    assert_eq!(e2.to_string(), e.to_string());
     // Fewer failures than the bound: all listed, as upstream.
     ss.spec
         .encrypted_data
