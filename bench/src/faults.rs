@@ -263,10 +263,9 @@ impl Episode {
     }
 }
 
-/// kube-apiserver restarted (SIGTERM, SIGKILL after [`APISERVER_GRACE`], then the same command
-/// line) while `count` SealedSecrets
-/// created at once are being reconciled.
-async fn apiserver_restart(plan: &Plan, rig: &mut Rig) -> Result<Report> {
+/// A controller, the idle rate measured, `count` SealedSecrets just created: the moment a fault
+/// strikes in the middle of reconciling them. Returns how many were already unsealed.
+async fn amid_workload(plan: &Plan, rig: &mut Rig) -> Result<(ControllerProcess, Episode, usize)> {
     let controller = rig.start_controller(&[]).await?;
     let cert = certificate(&controller).await?;
     let mut episode = Episode::begin(rig, plan).await;
@@ -274,6 +273,14 @@ async fn apiserver_restart(plan: &Plan, rig: &mut Rig) -> Result<Report> {
         .await?;
     let (done, _) = rig.progress().await?;
     episode.fault_now();
+    Ok((controller, episode, done))
+}
+
+/// kube-apiserver restarted (SIGTERM, SIGKILL after [`APISERVER_GRACE`], then the same command
+/// line) while `count` SealedSecrets
+/// created at once are being reconciled.
+async fn apiserver_restart(plan: &Plan, rig: &mut Rig) -> Result<Report> {
+    let (controller, episode, done) = amid_workload(plan, rig).await?;
     let down = rig.plane.restart_apiserver(APISERVER_GRACE).await?;
     let mut report = episode.end(rig, plan, 1, String::new()).await;
     if let Ok(r) = report.as_mut() {
@@ -359,13 +366,7 @@ async fn leader_kill(plan: &Plan, rig: &mut Rig) -> Result<Report> {
 /// etcd stopped (SIGSTOP) for `pause` right after `count` SealedSecrets were created, then
 /// continued.
 async fn etcd_pause(plan: &Plan, rig: &mut Rig) -> Result<Report> {
-    let controller = rig.start_controller(&[]).await?;
-    let cert = certificate(&controller).await?;
-    let mut episode = Episode::begin(rig, plan).await;
-    rig.create_workload(&cert, 0, plan.count, CONCURRENCY)
-        .await?;
-    let (done, _) = rig.progress().await?;
-    episode.fault_now();
+    let (controller, episode, done) = amid_workload(plan, rig).await?;
     rig.plane.signal("etcd", "STOP")?;
     tokio::time::sleep(plan.pause).await;
     rig.plane.signal("etcd", "CONT")?;
