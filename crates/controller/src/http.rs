@@ -360,12 +360,8 @@ pub async fn serve(
     state: HttpState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let api_listener = TcpListener::bind(config.listen)
-        .await
-        .context("binding --listen-addr")?;
-    let metrics_listener = TcpListener::bind(config.listen_metrics)
-        .await
-        .context("binding --listen-metrics-addr")?;
+    let api_listener = bind(config.listen).context("binding --listen-addr")?;
+    let metrics_listener = bind(config.listen_metrics).context("binding --listen-metrics-addr")?;
     tracing::info!(api = %api_listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "listening");
     let timeout = header_read_timeout(config.request_timeout);
     let api = serve_http1(
@@ -378,6 +374,26 @@ pub async fn serve(
     Ok(tokio::spawn(async move {
         tokio::join!(api, metrics);
     }))
+}
+
+/// Connections the kernel may queue for [`serve_http1`] before it accepts them. The kernel caps
+/// it at `net.core.somaxconn` (4096 on current kernels), as Go's listeners do for upstream.
+/// tokio's `TcpListener::bind` asks for 128: a burst of more clients than that (CI jobs fetching
+/// the certificate at once) overflows the queue, and a client whose handshake completed
+/// through a SYN cookie while the queue was full is left with a connection the server never
+/// saw, which hangs until the client gives up.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `router` over HTTP/1.1 (what upstream's Go server speaks without TLS) on `listener`:
@@ -474,5 +490,36 @@ mod tests {
             "per client"
         );
         assert!(l.allow(ip, "/v1/rotate"), "per route");
+    }
+
+    /// Regression: with tokio's default backlog (128) the 129th and later connections of a
+    /// burst were dropped by the kernel, and a client that sends nothing first hung.
+    #[tokio::test]
+    async fn a_burst_of_connections_is_queued_until_accepted() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        // Well past 128, within a default limit of 1,024 open files (both ends are ours).
+        let burst = 300.min(somaxconn);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Every handshake completes while nothing is accepted: the kernel queues them all.
+        let clients = futures::future::join_all((0..burst).map(|_| async move {
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+        }))
+        .await;
+        let connected = clients.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
+        assert_eq!(connected, burst, "connections completed before any accept");
+        for n in 0..burst {
+            tokio::time::timeout(Duration::from_secs(20), listener.accept())
+                .await
+                .unwrap_or_else(|_| panic!("connection {n} of {burst} never reached accept"))
+                .unwrap();
+        }
     }
 }
