@@ -80,7 +80,7 @@ pub struct SealedSecretStatus {
     /// The generation of the SealedSecret the controller last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions; keyseal writes exactly one, of type `Synced`.
+    /// Conditions: `Synced` first, then keyseal's record `keyseal.dev/SecretWritten`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<SealedSecretCondition>,
 }
@@ -89,7 +89,7 @@ pub struct SealedSecretStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SealedSecretCondition {
-    /// Condition type: `Synced`.
+    /// Condition type: `Synced`, or keyseal's `keyseal.dev/SecretWritten`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

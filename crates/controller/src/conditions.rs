@@ -5,6 +5,15 @@
 /// The condition type on every SealedSecret (Argo CD's health check reads it).
 pub const SYNCED: &str = keyseal_api::CONDITION_SYNCED;
 
+/// keyseal's second condition, after [`SYNCED`]: the record of the Secret it last wrote (or
+/// found holding what it would write) and the inputs it unsealed, which spares a restarted
+/// controller the unseal of what did not change (see `reconcile::decide::record`). Upstream's
+/// controller and tools read conditions by type and keep the ones they do not know.
+pub const SECRET_WRITTEN: &str = "keyseal.dev/SecretWritten";
+
+/// The reason of the [`SECRET_WRITTEN`] condition.
+pub const WRITTEN: &str = "Written";
+
 /// Condition status values.
 pub mod status {
     /// The Secret holds what the SealedSecret says.

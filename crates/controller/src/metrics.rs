@@ -82,6 +82,9 @@ pub struct Metrics {
     scraping: Mutex<()>,
     /// Unseal attempts.
     pub unseal_requests: Counter,
+    /// SealedSecrets whose Secret's record showed them unsealed already (after a start), so
+    /// that nothing was decrypted or written.
+    pub unseal_skipped: Counter,
     /// Failures by reason and namespace.
     pub unseal_errors: Family<ErrorLabels, Counter>,
     /// Upstream's values: 1 Synced=True, -1 Synced=False, 0 unknown.
@@ -113,7 +116,7 @@ impl Metrics {
     /// With `omit_secret_labels` (`--metrics-omit-secret-labels`), no per-SealedSecret series.
     pub fn new(omit_secret_labels: bool) -> Arc<Self> {
         let mut registry = Registry::with_prefix("sealed_secrets_controller");
-        let unseal_requests = Counter::default();
+        let (unseal_requests, unseal_skipped) = (Counter::default(), Counter::default());
         let unseal_errors = Family::<ErrorLabels, Counter>::default();
         let condition_info = Family::<ConditionLabels, Gauge>::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
@@ -127,6 +130,11 @@ impl Metrics {
             "unseal_requests",
             "Unseal attempts",
             unseal_requests.clone(),
+        );
+        registry.register(
+            "unseal_skipped",
+            "SealedSecrets found unsealed already by their Secret's record, not decrypted again",
+            unseal_skipped.clone(),
         );
         registry.register(
             "unseal_errors",
@@ -176,6 +184,7 @@ impl Metrics {
             registry,
             scraping: Mutex::new(()),
             unseal_requests,
+            unseal_skipped,
             unseal_errors,
             condition_info,
             http_requests,

@@ -51,6 +51,11 @@ impl kube::Resource for CachedSealedSecret {
 }
 
 impl CachedSealedSecret {
+    /// Its status, as the API server sent it.
+    pub(super) fn status(&self) -> Option<&SealedSecretStatus> {
+        self.status.as_ref()
+    }
+
     /// The whole SealedSecret, and why its spec cannot be read if it cannot (the spec is then
     /// empty: the object still serves for its status and event). The reason quotes nothing from
     /// the spec.

@@ -115,15 +115,69 @@ pub struct Outcome<'a> {
     pub reason: Option<&'a str>,
     /// The error, for the user.
     pub message: Option<&'a str>,
+    /// The [`record`] of the Secret written, when one was (kept as it is otherwise).
+    pub record: Option<&'a str>,
 }
 
-impl Outcome<'_> {
-    /// Synced.
-    pub const SYNCED: Outcome<'static> = Outcome {
-        synced: true,
-        reason: None,
-        message: None,
-    };
+impl<'a> Outcome<'a> {
+    /// Synced, the Secret as `record` says.
+    pub fn synced(record: Option<&'a str>) -> Self {
+        Outcome {
+            synced: true,
+            reason: None,
+            message: None,
+            record,
+        }
+    }
+}
+
+/// The record kept in the status (condition [`conditions::SECRET_WRITTEN`]) when the Secret
+/// stood at `secret_version` (its resourceVersion) after unsealing the SealedSecret at `inputs`
+/// (uid, generation, scope, options) with the key `key` (fingerprint). Any write to the Secret —
+/// an edit, a relabel, a deletion and re-creation, another controller's write — changes its
+/// resourceVersion, so a Secret still at the recorded version holds exactly what unsealing these
+/// inputs wrote: a restarted controller then has nothing to decrypt or write. Nothing in it
+/// derives from a secret value.
+pub fn record(inputs: &str, secret_version: &str, key: Option<&str>) -> String {
+    let key = key.unwrap_or(NO_KEY);
+    format!("{RECORD_PREFIX}{secret_version}{RECORD_INPUTS}{inputs}{RECORD_KEY}{key}")
+}
+
+const RECORD_PREFIX: &str = "Secret resourceVersion ";
+const RECORD_INPUTS: &str = ", unsealed from ";
+const RECORD_KEY: &str = " with key ";
+/// The key of a SealedSecret without items (a template only), which no key opened.
+const NO_KEY: &str = "none";
+
+/// What a status records (see [`record`]).
+#[derive(Debug, PartialEq)]
+pub struct Recorded<'s> {
+    /// The Secret's resourceVersion after the write.
+    pub secret_version: &'s str,
+    /// The fingerprint of the key that opened the SealedSecret.
+    pub key: Option<&'s str>,
+}
+
+/// What `status` records for `inputs`, when it says the SealedSecret is synced at `generation`.
+pub fn recorded<'s>(
+    status: Option<&'s SealedSecretStatus>,
+    generation: Option<i64>,
+    inputs: &str,
+) -> Option<Recorded<'s>> {
+    let status = status.filter(|s| s.observed_generation == generation)?;
+    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
+    if condition(conditions::SYNCED)?.status != status::TRUE {
+        return None;
+    }
+    let message = condition(conditions::SECRET_WRITTEN)?.message.as_deref()?;
+    let (secret_version, rest) = message
+        .strip_prefix(RECORD_PREFIX)?
+        .split_once(RECORD_INPUTS)?;
+    let (recorded_inputs, key) = rest.rsplit_once(RECORD_KEY)?;
+    (recorded_inputs == inputs && !secret_version.is_empty()).then_some(Recorded {
+        secret_version,
+        key: (key != NO_KEY).then_some(key),
+    })
 }
 
 /// The status to write for `outcome` at `now`, or `None` when the one `ss` has already says it
@@ -136,11 +190,18 @@ pub fn status(ss: &SealedSecret, outcome: Outcome<'_>, now: &Time) -> Option<Sea
     let previous =
         current.and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::SYNCED));
     let generation = ss.metadata.generation;
+    let recorded = current.and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == conditions::SECRET_WRITTEN)
+    });
     let unchanged = previous.is_some_and(|p| {
         p.status == value
             && p.message.as_deref() == outcome.message
             && p.reason.as_deref() == outcome.reason
-    }) && current.and_then(|s| s.observed_generation) == generation;
+    }) && current.and_then(|s| s.observed_generation) == generation
+        && (outcome.record.is_none()
+            || outcome.record == recorded.and_then(|r| r.message.as_deref()));
     if unchanged {
         return None;
     }
@@ -156,14 +217,32 @@ pub fn status(ss: &SealedSecret, outcome: Outcome<'_>, now: &Time) -> Option<Sea
         reason: outcome.reason.map(str::to_owned),
         message: outcome.message.map(str::to_owned),
     };
+    let record = outcome.record.map(|message| SealedSecretCondition {
+        type_: conditions::SECRET_WRITTEN.into(),
+        status: status::TRUE.into(),
+        last_update_time: Some(now.clone()),
+        last_transition_time: recorded
+            .and_then(|r| r.last_transition_time.clone())
+            .or(Some(now.clone())),
+        reason: Some(conditions::WRITTEN.into()),
+        message: Some(message.to_owned()),
+    });
+    // Other conditions are kept, the record too unless there is a new one.
+    let replaced_record = record.is_some();
     let others = current
         .into_iter()
         .flat_map(|s| s.conditions.iter())
-        .filter(|c| c.type_ != conditions::SYNCED)
+        .filter(|c| {
+            c.type_ != conditions::SYNCED
+                && !(replaced_record && c.type_ == conditions::SECRET_WRITTEN)
+        })
         .cloned();
     Some(SealedSecretStatus {
         observed_generation: generation,
-        conditions: std::iter::once(condition).chain(others).collect(),
+        conditions: std::iter::once(condition)
+            .chain(others)
+            .chain(record)
+            .collect(),
     })
 }
 
@@ -636,6 +715,7 @@ mod tests {
             synced: false,
             reason: Some(conditions::reason::UNMANAGED),
             message: Some(message),
+            record: None,
         }
     }
 
@@ -647,7 +727,7 @@ mod tests {
             ..SealedSecretCondition::default()
         };
         let ss = sealed_secret(3, vec![ready.clone()]);
-        let status = status(&ss, Outcome::SYNCED, &at(100)).expect("a status to write");
+        let status = status(&ss, Outcome::synced(None), &at(100)).expect("a status to write");
         assert_eq!(status.observed_generation, Some(3));
         let synced = &status.conditions[0];
         assert_eq!(
@@ -674,7 +754,7 @@ mod tests {
         );
         // Any change is written: message, value, or a new generation.
         assert!(status(&ss, failed("other"), &at(200)).is_some());
-        assert!(status(&ss, Outcome::SYNCED, &at(200)).is_some());
+        assert!(status(&ss, Outcome::synced(None), &at(200)).is_some());
         ss.metadata.generation = Some(4);
         assert!(status(&ss, failed("no"), &at(200)).is_some());
     }
@@ -690,8 +770,87 @@ mod tests {
         assert_eq!(c.message.as_deref(), Some("second"));
         assert_eq!(c.reason.as_deref(), Some("Unmanaged"));
         ss.status = Some(again);
-        let fixed = status(&ss, Outcome::SYNCED, &at(300)).unwrap();
+        let fixed = status(&ss, Outcome::synced(None), &at(300)).unwrap();
         assert_eq!(fixed.conditions[0].last_transition_time, Some(at(300)));
         assert_eq!(fixed.conditions.len(), 1, "one Synced condition");
+    }
+
+    const INPUTS: &str = "5f0c|3|strict|v1-data=true";
+
+    #[test]
+    fn a_synced_status_records_the_secret_written_after_synced() {
+        let mut ss = sealed_secret(3, vec![]);
+        let written = record(INPUTS, "1041", Some("SHA256:k1"));
+        let first = status(&ss, Outcome::synced(Some(&written)), &at(100)).unwrap();
+        let types: Vec<&str> = first.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            ["Synced", "keyseal.dev/SecretWritten"],
+            "Synced first"
+        );
+        let r = &first.conditions[1];
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_deref()),
+            ("True", Some("Written"))
+        );
+        ss.status = Some(first);
+        assert_eq!(
+            recorded(ss.status.as_ref(), Some(3), INPUTS),
+            Some(Recorded {
+                secret_version: "1041",
+                key: Some("SHA256:k1")
+            })
+        );
+        // The same record is not written again; a new one is, and replaces it.
+        assert_eq!(status(&ss, Outcome::synced(Some(&written)), &at(200)), None);
+        assert_eq!(status(&ss, Outcome::synced(None), &at(200)), None);
+        let rewritten = record(INPUTS, "2077", None);
+        let next = status(&ss, Outcome::synced(Some(&rewritten)), &at(300)).unwrap();
+        assert_eq!(next.conditions.len(), 2);
+        assert_eq!(
+            next.conditions[1].message.as_deref(),
+            Some(rewritten.as_str())
+        );
+        assert_eq!(next.conditions[1].last_transition_time, Some(at(100)));
+        // A failure keeps the record, which no longer counts (not synced).
+        ss.status = status(&ss, failed("no"), &at(400));
+        assert_eq!(ss.status.as_ref().unwrap().conditions.len(), 2);
+        assert_eq!(recorded(ss.status.as_ref(), Some(3), INPUTS), None);
+    }
+
+    #[test]
+    fn a_record_counts_only_for_its_inputs_at_the_synced_generation() {
+        let mut ss = sealed_secret(3, vec![]);
+        let written = record(INPUTS, "1041", None);
+        ss.status = status(&ss, Outcome::synced(Some(&written)), &at(100));
+        let status = ss.status.as_ref();
+        assert_eq!(
+            recorded(status, Some(3), INPUTS),
+            Some(Recorded {
+                secret_version: "1041",
+                key: None
+            })
+        );
+        assert_eq!(recorded(status, Some(4), INPUTS), None, "new generation");
+        for other in [
+            "5f0c|4|strict|v1-data=true",
+            "5f0c|3|cluster-wide|v1-data=true",
+            "5f0c|3|strict|v1-data=false",
+            "5f0c|3|strict",
+        ] {
+            assert_eq!(recorded(status, Some(3), other), None, "{other}");
+        }
+        assert_eq!(recorded(None, Some(3), INPUTS), None);
+        // Written by upstream's controller: Synced, no record.
+        let upstream = sealed_secret(3, vec![]);
+        let synced_only = super::status(&upstream, Outcome::synced(None), &at(100));
+        assert_eq!(recorded(synced_only.as_ref(), Some(3), INPUTS), None);
+        // A record of the wrong shape is no record.
+        let mut odd = ss.status.clone().unwrap();
+        odd.conditions[1].message = Some(
+            "Secret resourceVersion , unsealed from 5f0c|3|strict|v1-data=true with key none"
+                .into(),
+        );
+        assert_eq!(recorded(Some(&odd), Some(3), INPUTS), None);
     }
 }

@@ -1,7 +1,8 @@
 //! SealedSecret → Secret. Permanent failures (no key opens it, an unmanaged or immutable target)
 //! become `Synced=False` plus an event and wait for a change; transient API errors requeue with
 //! backoff. A SealedSecret already synced at the same generation and scope costs nothing: no RSA
-//! operation and no API call.
+//! operation and no API call; after a restart, one metadata GET when its status records the
+//! Secret that was written (see `decide::record`).
 //!
 //! - `decide`: what to write, as pure functions (the rules, unit-tested);
 //! - `write`: unsealing and the writes to the API server;
@@ -95,6 +96,16 @@ impl Context {
             key_uses: Mutex::default(),
             rsa: Arc::new(Semaphore::new(cpus)),
         })
+    }
+
+    /// Counts a SealedSecret opened by the key `fingerprint` (the order keys are tried in).
+    fn count_use(&self, fingerprint: &str) {
+        *self
+            .key_uses
+            .lock()
+            .expect("key uses lock")
+            .entry(fingerprint.to_owned())
+            .or_default() += 1;
     }
 
     /// How many synced SealedSecrets each key opened (for the inventory metric).
@@ -200,20 +211,42 @@ pub async fn reconcile(
         Begin::Run(ticket) => ticket,
     };
     let hint = ticket.hint.clone();
+    // What the status records is keyed by the inputs and the option that can change the outcome.
+    let record_inputs = format!("{inputs}|v1-data={}", ctx.settings.accept_v1_data);
+    if hint.is_none()
+        && let Some(key) = unchanged_since_recorded(&cached, &ctx, &record_inputs).await?
+    {
+        if let Some(fingerprint) = &key {
+            ctx.count_use(fingerprint);
+        }
+        ticket.record(Synced {
+            inputs,
+            key,
+            failed: false,
+        });
+        ctx.metrics.unseal_skipped.inc();
+        ctx.metrics.condition(&ns, &name, Some(true));
+        tracing::debug!(namespace = %ns, name = %name, "the Secret is as recorded; nothing to unseal");
+        return Ok(Action::await_change());
+    }
     let (ss, unreadable) = cached.parse();
     let outcome = match unreadable {
         None => write::sync(&ss, &ctx, hint.as_deref()).await,
         Some(reason) => Err(ReconcileError::Malformed(reason)),
     };
     let e = match outcome {
-        Ok(used_key) => {
+        Ok(written) => {
+            let record = written
+                .secret_version
+                .as_deref()
+                .map(|version| decide::record(&record_inputs, version, written.key.as_deref()));
             // Remembered only once the status is written: if that write fails (e.g. a conflict
             // with a metadata-only change, which brings no new generation), the retry must not
             // be skipped as "already synced".
-            write::write_status(&ss, &ctx, Outcome::SYNCED).await?;
+            write::write_status(&ss, &ctx, Outcome::synced(record.as_deref())).await?;
             let remembered = ticket.record(Synced {
                 inputs,
-                key: used_key,
+                key: written.key,
                 failed: false,
             });
             if !remembered {
@@ -238,6 +271,7 @@ pub async fn reconcile(
         synced: false,
         reason: Some(e.condition_reason()),
         message: Some(&message),
+        record: None,
     };
     write::write_status(&ss, &ctx, failed).await?;
     ticket.record(Synced {
@@ -247,6 +281,30 @@ pub async fn reconcile(
     });
     ctx.metrics.condition(&ns, &name, Some(false));
     Ok(Action::await_change())
+}
+
+/// After a start (or the deletion of its Secret) nothing about a SealedSecret is known in
+/// memory. When its status records the Secret written for these inputs (`decide::record`) and
+/// the Secret is still at that resourceVersion, nothing changed since: returns the key that
+/// opened it (`Some(None)` for none), and nothing is decrypted, written or announced — no
+/// `Unsealed` event, as nothing was unsealed. One metadata GET; none without a record (a new
+/// SealedSecret, or one synced by upstream's controller).
+async fn unchanged_since_recorded(
+    cached: &CachedSealedSecret,
+    ctx: &Context,
+    inputs: &str,
+) -> Result<Option<Option<String>>, ReconcileError> {
+    let meta = &cached.metadata;
+    let Some(recorded) = decide::recorded(cached.status(), meta.generation, inputs) else {
+        return Ok(None);
+    };
+    let (ns, name) = (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    );
+    let current = write::secret_version(ctx, ns, name).await?;
+    Ok((current.as_deref() == Some(recorded.secret_version))
+        .then(|| recorded.key.map(str::to_owned)))
 }
 
 /// Backoff for transient errors: 1 s doubling to 5 min, per object.

@@ -13,12 +13,20 @@ use super::decide::{self, Outcome, Write};
 use super::{Context, ReconcileError, classify, object_key};
 use crate::conditions::error_label;
 
-/// Unseals and writes the Secret; returns the fingerprint of the key that opened it.
+/// What [`sync`] did.
+pub(super) struct Written {
+    /// The fingerprint of the key that opened the SealedSecret (none for one without items).
+    pub key: Option<String>,
+    /// The Secret's resourceVersion after the write (or as found, when nothing had to change).
+    pub secret_version: Option<String>,
+}
+
+/// Unseals and writes the Secret.
 pub(super) async fn sync(
     ss: &SealedSecret,
     ctx: &Context,
     hint: Option<&str>,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Written, ReconcileError> {
     let options = UnsealOptions {
         accept_v1_data: ctx.settings.accept_v1_data,
         render_templates: true,
@@ -58,47 +66,58 @@ pub(super) async fn sync(
         .max_by_key(|(_, n)| *n)
         .map(|(i, _)| keys[i].fingerprint.clone());
     if let Some(fingerprint) = &used_key {
-        *ctx.key_uses
-            .lock()
-            .expect("key uses lock")
-            .entry(fingerprint.clone())
-            .or_default() += 1;
+        ctx.count_use(fingerprint);
     }
-    write_secret(ss, ctx, unsealed.secret).await?;
+    let secret_version = write_secret(ss, ctx, unsealed.secret).await?;
     ctx.retries.reset(&object_key(
         &ss.namespace().unwrap_or_default(),
         &ss.name_any(),
     ));
-    Ok(used_key)
+    Ok(Written {
+        key: used_key,
+        secret_version,
+    })
 }
 
-/// Writes the Secret `unsealed` as `decide::write` says. Creates first: the common case (a new
-/// SealedSecret, or a start-up sweep) then costs one request instead of a GET and a create; an
-/// existing Secret answers 409 and is read then.
+/// The resourceVersion of the Secret `namespace/name`, if there is one (its metadata only: no
+/// value is read).
+pub(super) async fn secret_version(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>, ReconcileError> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let meta = api.get_metadata_opt(name).await.map_err(classify)?;
+    Ok(meta.and_then(|m| m.metadata.resource_version))
+}
+
+/// Writes the Secret `unsealed` as `decide::write` says; returns its resourceVersion after
+/// that. Creates first: the common case (a new SealedSecret, or a start-up sweep) then costs
+/// one request instead of a GET and a create; an existing Secret answers 409 and is read then.
 async fn write_secret(
     ss: &SealedSecret,
     ctx: &Context,
     unsealed: Secret,
-) -> Result<(), ReconcileError> {
+) -> Result<Option<String>, ReconcileError> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ss.namespace().unwrap_or_default());
     let target = decide::target(unsealed);
     let owner = ss.metadata.uid.as_deref();
     match api.create(&PostParams::default(), &target).await {
-        Ok(_) => return Ok(()),
+        Ok(created) => return Ok(created.metadata.resource_version),
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(e) => return Err(classify(e)),
     }
     let existing = api.get(&ss.name_any()).await.map_err(classify)?;
-    match decide::write(owner, &target, Some(&existing))? {
-        Write::Replace(next) => {
-            api.replace(&ss.name_any(), &PostParams::default(), &next)
-                .await
-                .map_err(classify)?;
-        }
+    let written = match decide::write(owner, &target, Some(&existing))? {
+        Write::Replace(next) => api
+            .replace(&ss.name_any(), &PostParams::default(), &next)
+            .await
+            .map_err(classify)?,
+        Write::Unchanged => existing,
         // Gone between the create and the read: the deletion watch queues it again.
-        Write::Create | Write::Unchanged => {}
-    }
-    Ok(())
+        Write::Create => return Ok(None),
+    };
+    Ok(written.metadata.resource_version)
 }
 
 /// Writes the Synced condition for `outcome` (unless `--update-status=false`) when

@@ -18,5 +18,6 @@ mod keys_http;
 mod manifests;
 mod online;
 mod reconciler;
+mod restart;
 mod smoke;
 mod upstream;

@@ -1344,9 +1344,17 @@ async fn an_immutable_secret_takes_metadata_changes_and_survives_a_restart() -> 
         .await?;
     assert_eq!(pairs(&secret), expect(&[("pw", "IMMETA-v")]));
 
-    // A restart unseals everything once more: nothing changed, so it stays Synced=True.
+    // A restart of a controller that finds no record of the Secret in the status (as after
+    // upstream's controller) unseals it once more: nothing changed, so it stays Synced=True.
     assert_no_plaintext(&controller, &env, &["IMMETA-v"]).await?;
     controller.stop().await?;
+    let mut unrecorded = api.get("app").await?;
+    let conditions = &mut unrecorded.status.as_mut().context("a status")?.conditions;
+    let before = conditions.len();
+    conditions.retain(|c| c.type_ != "keyseal.dev/SecretWritten");
+    assert_eq!(conditions.len(), before - 1, "{conditions:?}");
+    api.replace_status("app", &PostParams::default(), &unrecorded)
+        .await?;
     let controller = env.start_controller(&[]).await?;
     await_condition(WAIT, "the restarted controller unsealed again", || async {
         let metrics = controller.metrics().await?;
