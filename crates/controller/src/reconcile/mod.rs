@@ -8,11 +8,13 @@
 //! - `write`: unsealing and the writes to the API server;
 //! - `ledger`: what is synced at which inputs, and which reconciles are running;
 //! - `cache`: what the controller keeps of each SealedSecret;
+//! - `secrets`: what it keeps of their Secrets (which are gone, their resourceVersions);
 //! - `watch`: the watches and kube-runtime's controller loop.
 
 mod cache;
 mod decide;
 mod ledger;
+mod secrets;
 mod watch;
 mod write;
 
@@ -68,6 +70,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     ledger: Ledger,
+    secrets: secrets::SecretVersions,
     retries: Retries,
     /// How many SealedSecrets each key (by fingerprint) has opened: the order to try keys in
     /// when there is no per-object hint.
@@ -92,6 +95,7 @@ impl Context {
             events,
             metrics,
             ledger: Ledger::default(),
+            secrets: secrets::SecretVersions::default(),
             retries: Retries::default(),
             key_uses: Mutex::default(),
             rsa: Arc::new(Semaphore::new(cpus)),
@@ -287,8 +291,9 @@ pub async fn reconcile(
 /// memory. When its status records the Secret written for these inputs (`decide::record`) and
 /// the Secret is still at that resourceVersion, nothing changed since: returns the key that
 /// opened it (`Some(None)` for none), and nothing is decrypted, written or announced — no
-/// `Unsealed` event, as nothing was unsealed. One metadata GET; none without a record (a new
-/// SealedSecret, or one synced by upstream's controller).
+/// `Unsealed` event, as nothing was unsealed. No request when the Secret watch has listed the
+/// Secret already; otherwise one metadata GET; none without a record (a new SealedSecret, or
+/// one synced by upstream's controller).
 async fn unchanged_since_recorded(
     cached: &CachedSealedSecret,
     ctx: &Context,
@@ -302,7 +307,10 @@ async fn unchanged_since_recorded(
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default(),
     );
-    let current = write::secret_version(ctx, ns, name).await?;
+    let current = match ctx.secrets.version(ns, name) {
+        Some(known) => Some(known),
+        None => write::secret_version(ctx, ns, name).await?,
+    };
     Ok((current.as_deref() == Some(recorded.secret_version))
         .then(|| recorded.key.map(str::to_owned)))
 }

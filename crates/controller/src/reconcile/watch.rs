@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use futures::{FutureExt as _, StreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use keyseal_api::annotations::{MANAGED, is_true};
 use kube::api::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
@@ -15,6 +13,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{CachedSealedSecret, slim_for_cache};
+use super::secrets::recreate_on_delete;
 use super::{Context, error_policy, object_key, reconcile};
 
 /// The SealedSecrets of one watch scope (all namespaces, or one), and the Secrets beside them.
@@ -124,49 +123,41 @@ fn run_scope(
     })
 }
 
-/// Secrets: metadata only, deletions only. A deleted Secret that was the SealedSecret's (see
-/// [`recreate_on_delete`]) makes it unseal again; nothing about unrelated Secrets is kept in
-/// memory.
+/// Secrets: metadata only. A deleted Secret that was the SealedSecret's (see
+/// `secrets::recreate_on_delete`), or one of those missing when the watch lists again after an
+/// interruption, makes it unseal again; the resourceVersions of those Secrets are kept for
+/// `decide::recorded` (`secrets::SecretVersions`); nothing about unrelated Secrets is kept.
 fn watch_deletions(
     controller: Controller<CachedSealedSecret>,
     secrets: Api<PartialObjectMeta<Secret>>,
     ctx: Arc<Context>,
 ) -> Controller<CachedSealedSecret> {
-    let deletions =
-        watcher::watcher(secrets, watcher::Config::default()).filter_map(|event| async move {
-            match event {
-                Ok(watcher::Event::Delete(meta)) => Some(Ok(meta)),
-                Err(e) => Some(Err(e)),
-                _ => None,
+    let observer = ctx.clone();
+    let gone = watcher::watcher(secrets, watcher::Config::default()).flat_map(move |event| {
+        let gone: Vec<Result<_, watcher::Error>> = match event {
+            Ok(event) => {
+                if let watcher::Event::Delete(secret) = &event
+                    && !recreate_on_delete(&secret.metadata)
+                {
+                    let (ns, name) = (&secret.metadata.namespace, &secret.metadata.name);
+                    let (ns, name) = (ns.as_deref().unwrap_or_default(), name.as_deref().unwrap_or_default());
+                    tracing::debug!(namespace = %ns, name = %name, recreate = false, "Secret deleted");
+                }
+                observer.secrets.observe(event).into_iter().map(Ok).collect()
             }
-        });
-    controller.watches_stream(deletions, move |meta: PartialObjectMeta<Secret>| {
-        let recreate = recreate_on_delete(&meta.metadata);
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(gone)
+    });
+    controller.watches_stream(gone, move |meta: PartialObjectMeta<Secret>| {
         let (ns, name) = (
             meta.metadata.namespace.unwrap_or_default(),
             meta.metadata.name.unwrap_or_default(),
         );
-        if recreate {
-            ctx.ledger.forget(&object_key(&ns, &name));
-        }
-        tracing::debug!(namespace = %ns, name = %name, recreate, "Secret deleted");
-        recreate.then(|| ObjectRef::<CachedSealedSecret>::new(&name).within(&ns))
+        ctx.ledger.forget(&object_key(&ns, &name));
+        tracing::debug!(namespace = %ns, name = %name, recreate = true, "Secret deleted");
+        Some(ObjectRef::<CachedSealedSecret>::new(&name).within(&ns))
     })
-}
-
-/// Whether a deleted Secret is unsealed again from its SealedSecret (same name): only when it was
-/// the SealedSecret's, that is controlled by a SealedSecret or annotated
-/// `sealedsecrets.bitnami.com/managed: "true"`, as upstream decides. A deleted Secret that
-/// belonged to someone else (one the SealedSecret failed on as unmanaged, or only patched) stays
-/// deleted until the SealedSecret changes.
-fn recreate_on_delete(meta: &ObjectMeta) -> bool {
-    let controlled = meta.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true)
-            && o.kind == keyseal_api::annotations::KIND
-            && o.api_version.starts_with("bitnami.com/")
-            && meta.name.as_deref() == Some(o.name.as_str())
-    });
-    controlled || is_true(meta.annotations.as_ref(), MANAGED)
 }
 
 /// A stream that yields whenever the key ring changes (so SealedSecrets that no key could open
@@ -178,62 +169,4 @@ fn stream_from_watch(
         rx.changed().await.ok()?;
         Some(((), rx))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use keyseal_api::annotations::PATCH;
-    /// Upstream's integration suite ("Secret Recreation With unowned secret without managed
-    /// annotation / with patch annotation should not recreate the secret"): keyseal used to
-    /// unseal a SealedSecret again on the deletion of any Secret of its name, so an unmanaged
-    /// Secret it had refused to touch came back as the SealedSecret's once deleted. Upstream only
-    /// reacts to Secrets the SealedSecret controls or that are annotated managed.
-    #[test]
-    fn regression_only_the_sealed_secrets_own_secret_is_recreated() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-        let owner = |kind: &str, name: &str, controller| OwnerReference {
-            api_version: "bitnami.com/v1alpha1".into(),
-            kind: kind.into(),
-            name: name.into(),
-            uid: "u-1".into(),
-            controller,
-            ..OwnerReference::default()
-        };
-        let meta = |owners: Vec<OwnerReference>, annotations: &[(&str, &str)]| ObjectMeta {
-            name: Some("db".into()),
-            namespace: Some("shop".into()),
-            owner_references: Some(owners),
-            annotations: Some(
-                annotations
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            ..ObjectMeta::default()
-        };
-        assert!(recreate_on_delete(&meta(
-            vec![owner("SealedSecret", "db", Some(true))],
-            &[]
-        )));
-        assert!(recreate_on_delete(&meta(vec![], &[(MANAGED, "true")])));
-        assert!(!recreate_on_delete(&meta(vec![], &[])), "unmanaged");
-        assert!(
-            !recreate_on_delete(&meta(vec![], &[(PATCH, "true")])),
-            "patched only"
-        );
-        assert!(!recreate_on_delete(&meta(vec![], &[(MANAGED, "false")])));
-        assert!(
-            !recreate_on_delete(&meta(vec![owner("SealedSecret", "db", None)], &[])),
-            "not the controller"
-        );
-        assert!(!recreate_on_delete(&meta(
-            vec![owner("Deployment", "db", Some(true))],
-            &[]
-        )));
-        assert!(!recreate_on_delete(&meta(
-            vec![owner("SealedSecret", "other", Some(true))],
-            &[]
-        )));
-    }
 }
