@@ -202,7 +202,10 @@ pub struct StartupArgs {
     /// SealedSecrets created per second while the leader is killed (failover).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rate: u32,
-    /// Seconds of arrivals before the kill.
+    /// Failovers per controller (kills of the leader).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100).map(|n| n as usize))]
+    pub kills: usize,
+    /// Seconds of arrivals before each kill.
     #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub warm_secs: u64,
     /// Limit of each wait (a sweep, a failover), in seconds; a wait that hits it is reported

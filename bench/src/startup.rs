@@ -91,6 +91,7 @@ struct Plan {
     count: usize,
     rate: u32,
     warm: Duration,
+    kills: usize,
     timeout: Duration,
     rsa: Duration,
     concurrency: usize,
@@ -155,6 +156,7 @@ fn plan(args: &StartupArgs) -> Result<Plan> {
             .unwrap_or(if args.quick { 1_000 } else { 10_000 }),
         rate: args.rate,
         warm: Duration::from_secs(args.warm_secs),
+        kills: args.kills,
         timeout: Duration::from_secs(args.timeout.unwrap_or(if args.quick { 300 } else { 1_800 })),
         rsa: Duration::from_secs(args.rsa_seconds),
         concurrency: args.concurrency,
@@ -325,16 +327,29 @@ impl Requests {
     }
 }
 
-/// One failover: the time from the kill to the first new Secret.
+/// The failovers of one subject: the time from each kill to the first new Secret.
 #[derive(Debug)]
 struct Failover {
     subject: Subject,
-    /// `None` when the limit came first.
-    first_new: Option<Duration>,
+    /// Per kill; `None` when the limit came first.
+    first_new: Vec<Option<Duration>>,
     /// keyseal's Lease duration as the Lease says.
     lease: Option<i32>,
     arrived: usize,
     failures: Vec<String>,
+}
+
+impl Failover {
+    /// The median time to the first new Secret (upper median), if every kill got one.
+    fn median(&self) -> Option<f64> {
+        let mut secs: Vec<f64> = self
+            .first_new
+            .iter()
+            .map(|d| d.map(|d| d.as_secs_f64()))
+            .collect::<Option<_>>()?;
+        secs.sort_by(f64::total_cmp);
+        secs.get(secs.len() / 2).copied()
+    }
 }
 
 impl Bench<'_> {
@@ -473,12 +488,59 @@ impl Bench<'_> {
         }
     }
 
-    /// The failover of `subject`, whose process `c` runs and (for keyseal) leads.
+    /// `--kills` failovers of `subject`, whose process `c` runs and (for keyseal) leads; returns
+    /// the process left running.
     async fn failover(
         &mut self,
         c: ControllerProcess,
         subject: Subject,
     ) -> Result<(ControllerProcess, Failover)> {
+        let mut out = Failover {
+            subject,
+            first_new: Vec::new(),
+            lease: None,
+            arrived: 0,
+            failures: Vec::new(),
+        };
+        let mut running = c;
+        let mut arrived = Vec::new();
+        for round in 0..self.plan.kills {
+            let (survivor, first_new, names) = self.kill_once(running, subject, round).await?;
+            running = survivor;
+            out.first_new.push(first_new);
+            arrived.extend(names);
+            if let Err(e) = self.rig.converge(Instant::now(), self.plan.timeout).await {
+                out.failures.push(format!("kill {}: {e:#}", round + 1));
+            }
+            let violations = self.rig.violations(1).await?;
+            out.failures.extend(
+                violations
+                    .into_iter()
+                    .map(|v| format!("kill {}: {v}", round + 1)),
+            );
+        }
+        if subject == Subject::Keyseal {
+            out.lease = Api::<Lease>::namespaced(self.rig.cluster.client(), self.rig.name())
+                .get(LEASE_NAME)
+                .await
+                .ok()
+                .and_then(|l| l.spec?.lease_duration_seconds);
+        }
+        out.arrived = arrived.len();
+        self.remove(&arrived).await?;
+        eprintln!("  {out:?}");
+        Ok((running, out))
+    }
+
+    /// One failover: arrivals, the leader killed (keyseal: next to a fresh standby; upstream:
+    /// started again at once), the time to the first new Secret; returns the process left
+    /// running, that time and the names that arrived.
+    async fn kill_once(
+        &mut self,
+        c: ControllerProcess,
+        subject: Subject,
+        round: usize,
+    ) -> Result<(ControllerProcess, Option<Duration>, Vec<String>)> {
         let (victim, standby) = match subject {
             Subject::Keyseal => {
                 let standby = serving(self.spawn(Subject::Keyseal)?).await?;
@@ -492,19 +554,9 @@ impl Bench<'_> {
             }
             Subject::Upstream => (c, None),
         };
-        let lease = match subject {
-            Subject::Keyseal => {
-                Api::<Lease>::namespaced(self.rig.cluster.client(), self.rig.name())
-                    .get(LEASE_NAME)
-                    .await
-                    .ok()
-                    .and_then(|l| l.spec?.lease_duration_seconds)
-            }
-            Subject::Upstream => None,
-        };
         let prefix = match subject {
-            Subject::Keyseal => "ks-new",
-            Subject::Upstream => "up-new",
+            Subject::Keyseal => format!("ks-new{round}"),
+            Subject::Upstream => format!("up-new{round}"),
         };
         let arrivals = Arrivals::start(self, prefix);
         tokio::time::sleep(self.plan.warm).await;
@@ -516,24 +568,11 @@ impl Bench<'_> {
         };
         let first_new = self.first_new_secret(&arrivals, killed).await;
         let created = arrivals.stop().await?;
-        let arrived = created.len();
-        let names: Vec<String> = created.iter().map(|(n, _)| n.clone()).collect();
+        let names = created.iter().map(|(n, _)| n.clone()).collect();
         self.rig.expected.extend(created);
-        let mut failures = Vec::new();
-        if let Err(e) = self.rig.converge(Instant::now(), self.plan.timeout).await {
-            failures.push(format!("{e:#}"));
-        }
-        failures.extend(self.rig.violations(1).await?);
-        self.remove(&names).await?;
-        let failover = Failover {
-            subject,
-            first_new: first_new.map(|at| at - killed),
-            lease,
-            arrived,
-            failures,
-        };
-        eprintln!("  {failover:?}");
-        Ok((survivor, failover))
+        let first_new = first_new.map(|at| at - killed);
+        eprintln!("  kill {}: first new Secret after {first_new:?}", round + 1);
+        Ok((survivor, first_new, names))
     }
 
     /// The first Secret written for a SealedSecret created after `killed`.
@@ -773,7 +812,7 @@ struct Arrivals {
 
 impl Arrivals {
     /// Starts creating `<prefix>-<i>` at the plan's rate, sealed with the bench's key.
-    fn start(bench: &Bench<'_>, prefix: &'static str) -> Self {
+    fn start(bench: &Bench<'_>, prefix: String) -> Self {
         let log: Arc<Mutex<Vec<(Instant, String, Data)>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (api, cert) = (bench.rig.sealed_secrets(), bench.cert.clone());
@@ -943,18 +982,13 @@ fn print_restart(plan: &Plan, report: &Report, per_object: f64) {
 
 fn print_failover(report: &Report) {
     header("failover (SIGKILL the leader)");
-    let first_new = |s: Subject| {
-        report
-            .failovers
-            .iter()
-            .find(|f| f.subject == s)
-            .and_then(|f| f.first_new)
-            .map(|d| d.as_secs_f64())
-    };
+    let of = |s: Subject| report.failovers.iter().find(|f| f.subject == s);
+    let (ks, up) = (of(Subject::Keyseal), of(Subject::Upstream));
+    let median = |f: Option<&Failover>| f.and_then(Failover::median);
     row(
-        "kill -> first new Secret (s)",
-        first_new(Subject::Keyseal),
-        first_new(Subject::Upstream),
+        "kill -> first new Secret, median (s)",
+        median(ks),
+        median(up),
         2,
     );
 }
@@ -982,9 +1016,16 @@ fn print_notes(plan: &Plan, report: &Report) {
         } else {
             format!("FAILED: {}", f.failures.join("; "))
         };
+        let times: Vec<String> = f
+            .first_new
+            .iter()
+            .map(|d| d.map_or("n/a".to_owned(), |d| format!("{:.2}", d.as_secs_f64())))
+            .collect();
         println!(
-            "  failover {}: {} SealedSecrets/s for {} s before the kill, {} created in all; {setup}; {checks}",
+            "  failover {}: {} kill(s), first new Secret after {} s; {} SealedSecrets/s for {} s before each kill, {} created in all; {setup}; {checks}",
             f.subject.name(),
+            f.first_new.len(),
+            times.join(", "),
             plan.rate,
             plan.warm.as_secs(),
             f.arrived,
@@ -1077,6 +1118,22 @@ mod tests {
         assert_eq!(state.all_at(names.iter(), |n, _| n == "a"), None);
         assert_eq!(state.first_change(t0, |_| true), Some(t1));
         assert_eq!(state.first_change(t0, |n| n == "b"), None);
+    }
+
+    #[test]
+    fn failover_median_needs_every_kill() {
+        let mut f = Failover {
+            subject: Subject::Keyseal,
+            first_new: [3.0, 1.0, 2.0]
+                .map(|s| Some(Duration::from_secs_f64(s)))
+                .to_vec(),
+            lease: None,
+            arrived: 0,
+            failures: Vec::new(),
+        };
+        assert_eq!(f.median(), Some(2.0));
+        f.first_new.push(None);
+        assert_eq!(f.median(), None);
     }
 
     #[test]
