@@ -35,7 +35,7 @@ const TARGET_LABEL: &str = "keyseal-bench/target";
 /// Label on the unrelated 4 KiB Secrets of the memory scenario.
 const UNRELATED_LABEL: &str = "keyseal-bench/unrelated";
 /// Upstream's client rate limit when tuned.
-const TUNED: [&str; 4] = ["--kubeclient-qps", "100", "--kubeclient-burst", "200"];
+pub(crate) const TUNED: [&str; 4] = ["--kubeclient-qps", "100", "--kubeclient-burst", "200"];
 /// Keys in the many-keys scenario (a year of monthly renewals).
 const MANY_KEYS: usize = 12;
 
@@ -339,7 +339,7 @@ fn parse_names<T: PartialEq>(
     Ok(out)
 }
 
-fn upstream_version(path: &Path) -> String {
+pub(crate) fn upstream_version(path: &Path) -> String {
     std::process::Command::new(path)
         .arg("--version")
         .output()
@@ -364,17 +364,42 @@ fn generate_keys() -> Result<Keys> {
             "generating RSA-4096 key {}/{MANY_KEYS} (not timed)...",
             i + 1
         );
-        let key = PrivateKey::generate(4096).context("generating an RSA-4096 key")?;
         let days = (MANY_KEYS - i) as u64;
-        let params = CertificateParams {
-            not_before: now - Duration::from_secs(days * 86_400),
-            ..CertificateParams::default()
-        };
-        let cert = keyseal_crypto::self_signed_certificate(&key, &params, &mut SystemRng)
-            .context("creating a certificate")?;
-        keys.push((key, cert));
+        keys.push(key_pair(now - Duration::from_secs(days * 86_400))?);
     }
     Ok(Keys(keys))
+}
+
+/// A new RSA-4096 key and its self-signed certificate, valid from `not_before`.
+pub(crate) fn key_pair(not_before: SystemTime) -> Result<(PrivateKey, Certificate)> {
+    let key = PrivateKey::generate(4096).context("generating an RSA-4096 key")?;
+    let params = CertificateParams {
+        not_before,
+        ..CertificateParams::default()
+    };
+    let cert = keyseal_crypto::self_signed_certificate(&key, &params, &mut SystemRng)
+        .context("creating a certificate")?;
+    Ok((key, cert))
+}
+
+/// Creates the sealing-key Secret of `key` in `namespace`, in upstream's format (what either
+/// controller loads).
+pub(crate) async fn create_key_secret(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    key: &PrivateKey,
+    cert: &Certificate,
+) -> Result<()> {
+    let secret = keyseal_api::key_secret::new_key_secret(
+        namespace,
+        keyseal_api::key_secret::DEFAULT_KEY_PREFIX,
+        key,
+        cert,
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+    );
+    secrets.create(&PostParams::default(), &secret).await?;
+    Ok(())
 }
 
 impl Keys {
@@ -465,15 +490,7 @@ async fn run_one(
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns.name());
         for i in key_indices {
             let (key, cert) = &keys.0[i];
-            let secret = keyseal_api::key_secret::new_key_secret(
-                ns.name(),
-                keyseal_api::key_secret::DEFAULT_KEY_PREFIX,
-                key,
-                cert,
-                &BTreeMap::new(),
-                &BTreeMap::new(),
-            );
-            secrets.create(&PostParams::default(), &secret).await?;
+            create_key_secret(&secrets, ns.name(), key, cert).await?;
         }
 
         // SealedSecrets (and unrelated Secrets), all before the controller starts.
@@ -612,7 +629,12 @@ fn unrelated_secret(i: usize) -> Secret {
 }
 
 /// Creates `objects` with `concurrency` requests in flight, retrying transient failures.
-async fn create_all<K>(api: Api<K>, objects: Vec<K>, concurrency: usize, what: &str) -> Result<()>
+pub(crate) async fn create_all<K>(
+    api: Api<K>,
+    objects: Vec<K>,
+    concurrency: usize,
+    what: &str,
+) -> Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {

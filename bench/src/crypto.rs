@@ -66,6 +66,33 @@ pub fn run(args: &CryptoArgs) -> Result<()> {
     Ok(())
 }
 
+/// RSA-4096 private-key operations per second on every core at once: one thread per core, each
+/// opening a one-item value with the right key only (`keyseal_crypto::open`: one blinded
+/// private-key operation plus GCM, what a controller does per item), for `budget` of wall time.
+/// Returns the summed rate and the number of threads.
+pub fn private_ops_all_cores(budget: Duration) -> Result<(f64, usize)> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let key = generate_keys(1)?.pop().context("no key generated")?;
+    let sealed = seal(key.public_key(), LABEL, PLAINTEXT).context("sealing a value")?;
+    check_open(std::slice::from_ref(&key), &sealed, 0)?;
+    let rates: Vec<f64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    ops_per_second(budget, || {
+                        black_box(open([&key], LABEL, black_box(&sealed)).expect("open"));
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("RSA thread panicked"))
+            .collect()
+    });
+    Ok((rates.iter().sum(), threads))
+}
+
 /// Generates `n` keys on every core: key generation is setup, and 4096-bit keys are slow.
 fn generate_keys(n: usize) -> Result<Vec<PrivateKey>> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);

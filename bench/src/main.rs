@@ -17,6 +17,7 @@ mod load;
 mod openssl;
 mod renewal;
 mod rig;
+mod startup;
 mod stats;
 mod timing;
 
@@ -56,6 +57,10 @@ enum Command {
     /// 10,000 SealedSecrets created at once on a private plane: time to all-Synced, API requests
     /// per object, peak RSS, `/healthz` and `/v1/cert.pem` latency throughout next to idle.
     Load(LoadArgs),
+    /// Start-up, restart and failover of keyseal-controller next to the upstream controller on
+    /// a private plane, and the ceilings (RSA on all cores, API writes by a plain client) that
+    /// keyseal's initial-sync throughput is a fraction of. Needs root and the upstream fixture.
+    Startup(StartupArgs),
     /// dudect-style timing test of `keyseal_crypto::open`: Welch's t between input classes that
     /// must be indistinguishable (exits non-zero when one pair exceeds the threshold).
     Timing(TimingArgs),
@@ -179,6 +184,42 @@ pub struct LoadArgs {
     pub timeout: u64,
 }
 
+/// Flags of the `startup` benchmark.
+#[derive(Debug, Args)]
+pub struct StartupArgs {
+    /// The keyseal-controller binary [default: <target>/release/keyseal-controller].
+    #[arg(long, value_name = "PATH")]
+    pub controller: Option<PathBuf>,
+    /// The upstream controller binary [default: the one `scripts/fixtures` builds].
+    #[arg(long, value_name = "PATH")]
+    pub upstream: Option<PathBuf>,
+    /// Smaller size: 1,000 SealedSecrets, 300 s limits.
+    #[arg(long)]
+    pub quick: bool,
+    /// SealedSecrets synced before the restart [default: 10000; --quick: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub count: Option<usize>,
+    /// SealedSecrets created per second while the leader is killed (failover).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rate: u32,
+    /// Failovers per controller (kills of the leader).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100).map(|n| n as usize))]
+    pub kills: usize,
+    /// Seconds of arrivals before each kill.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub warm_secs: u64,
+    /// Limit of each wait (a sweep, a failover), in seconds; a wait that hits it is reported
+    /// as a lower bound [default: 1800; --quick: 300].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub timeout: Option<u64>,
+    /// Wall time of the RSA ceiling, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub rsa_seconds: u64,
+    /// Create requests in flight while setting up (not timed).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=512).map(|n| n as usize))]
+    pub concurrency: usize,
+}
+
 /// Flags of the `timing` test.
 #[derive(Debug, Args)]
 pub struct TimingArgs {
@@ -294,6 +335,7 @@ fn main() -> ExitCode {
         Command::Hostile(args) => hostile::run(&args),
         Command::Faults(args) => faults::run(&args),
         Command::Load(args) => load::run(&args),
+        Command::Startup(args) => startup::run(&args),
         Command::Timing(args) => timing::run(&args),
         Command::All { crypto, cli } => crypto::run(&crypto).and_then(|()| {
             println!();

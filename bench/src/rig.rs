@@ -331,7 +331,8 @@ pub async fn is_leader(c: &ControllerProcess) -> bool {
         .is_ok_and(|m| m.get("sealed_secrets_controller_is_leader", &[]) == Some(1.0))
 }
 
-fn is_synced(ss: &SealedSecret) -> bool {
+/// Whether `ss` reports `Synced=True` at its current generation.
+pub fn is_synced(ss: &SealedSecret) -> bool {
     let Some(status) = ss.status.as_ref() else {
         return false;
     };
@@ -376,7 +377,7 @@ async fn replace(api: Api<SealedSecret>, mut ss: SealedSecret) -> Result<u64> {
 }
 
 /// Seals each of `names` (one or two items, `version` in the values).
-fn seal_all(
+pub fn seal_all(
     cert: &Certificate,
     namespace: &str,
     names: &[String],
@@ -407,7 +408,8 @@ fn seal_all(
 
 /// The API requests the plane's kube-apiserver served (`apiserver_request_total`, requests for
 /// resources only: not `/metrics`, `/readyz` or discovery), summed across restarts of the API
-/// server (a counter that went down was reset), minus the bench's own requests.
+/// server (a counter that went down was reset), minus the bench's own requests. Kinds are
+/// `VERB resource[/subresource]`, followed by the response code when it is not 2xx.
 pub struct RequestMeter {
     state: Arc<Mutex<MeterState>>,
     bench: Arc<AtomicU64>,
@@ -533,10 +535,15 @@ async fn scrape(client: &kube::Client, state: &Mutex<MeterState>) -> Result<()> 
             continue;
         }
         let verb = sample.labels.get("verb").map_or("", String::as_str);
-        let kind = match sample.labels.get("subresource").map(String::as_str) {
+        let mut kind = match sample.labels.get("subresource").map(String::as_str) {
             Some(sub) if !sub.is_empty() => format!("{verb} {resource}/{sub}"),
             _ => format!("{verb} {resource}"),
         };
+        // Refused requests (a create answered 409, …) apart: they wrote nothing.
+        match sample.labels.get("code").map(String::as_str) {
+            Some(code) if !code.starts_with('2') => kind = format!("{kind} {code}"),
+            _ => {}
+        }
         *values.entry(kind).or_default() += sample.value;
     }
     let mut state = state.lock().await;
