@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::{Backup, BackupDuty};
 use crate::flags::{Config, KubeConfig, watched_namespaces};
 use crate::keys::{self, KeyRing};
+use crate::startup::{self, Phase};
 use crate::{VERSION, events, http, leader, metrics, reconcile, throttle};
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -30,6 +31,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         log: _, // used by `logging::init`
     } = config;
     let client = client(&kube).await?;
+    startup::mark(Phase::Client);
     let namespace = own_namespace(namespace);
     let identity = identity(leader_config.identity.as_deref());
     reconcile.namespaces = watched_namespaces(additional_namespaces.as_deref(), &namespace);
@@ -40,6 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .transpose()?;
     let shutdown = CancellationToken::new();
     let ring = Arc::new(KeyRing::new(key_order));
+    tokio::spawn(startup::watch_first_key(ring.clone()));
     let metrics = metrics::Metrics::new(metrics_omit_secret_labels);
     let events = events::Events::new(client.clone(), identity.clone());
     tokio::spawn(keys::watch_keys(
@@ -60,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let refresh = metrics::key_gauges(ring.clone(), metrics.clone(), ctx.clone());
     let state = http::HttpState::new(&http_config, ring.clone(), metrics.clone(), refresh);
     let servers = http::serve(&http_config, state, shutdown.clone()).await?;
+    startup::mark(Phase::HttpListening);
     let force = relay_signals(shutdown.clone());
 
     let leader_work = Arc::new(LeaderWork {

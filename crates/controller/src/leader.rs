@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::startup::{self, Phase};
 
 /// Leader election (from the flags).
 #[derive(Clone, Debug)]
@@ -55,6 +56,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     if !config.enabled {
+        startup::mark(Phase::Leading);
         metrics.leader.set(1);
         lead(shutdown, force).await;
         return Ok(());
@@ -72,6 +74,7 @@ where
     // The key manager's SIGUSR1 channel moves from one term of leadership to the next.
     let force = Arc::new(Mutex::new(force));
     while wait_for_leadership(&mut leading, &shutdown).await? {
+        startup::mark(Phase::Leading);
         tracing::info!(identity = %identity, "became the leader");
         metrics.leader.set(1);
         let term = shutdown.child_token();

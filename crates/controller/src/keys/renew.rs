@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{KeyRing, entry_from_secret};
 use crate::backup::{Backup, PENDING_BACKUP, is_pending};
+use crate::startup::{self, Phase};
 
 /// How keys are made and renewed (from the flags).
 #[derive(Clone, Debug)]
@@ -84,6 +85,7 @@ pub async fn generate_key(
     let created = Api::<Secret>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &secret)
         .await?;
+    startup::mark(Phase::KeyGenerated);
     let entry = entry_from_secret(&created).map_err(anyhow::Error::msg)?;
     let name = entry.secret_name.clone();
     if let Some(backup) = pending {

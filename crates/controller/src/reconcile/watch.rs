@@ -9,13 +9,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keyseal_api::annotations::{MANAGED, is_true};
 use kube::api::PartialObjectMeta;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{CachedSealedSecret, slim_for_cache};
 use super::{Context, error_policy, object_key, reconcile};
+use crate::startup::{self, Phase};
 
 /// The SealedSecrets of one watch scope (all namespaces, or one), and the Secrets beside them.
 type Scope = (Api<CachedSealedSecret>, Api<PartialObjectMeta<Secret>>);
@@ -32,6 +33,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             changed = keys_changed.changed() => if changed.is_err() { return },
         }
     }
+    startup::mark(Phase::FirstKey);
     let runs = scopes(&ctx.client, ctx.settings.namespaces.as_deref())
         .into_iter()
         .map(|scope| run_scope(ctx.clone(), scope, stop.clone()));
@@ -89,6 +91,13 @@ fn run_scope(
         .reconcile_all_on(key_changes)
         .graceful_shutdown_on(async move { graceful.cancelled().await });
     let store = controller.store();
+    tokio::spawn(mark_when_ready(store.clone()));
+    let reconcile = |object, ctx| {
+        // kube-runtime runs reconciles only once the cache is ready.
+        startup::mark(Phase::CacheReady);
+        startup::mark(Phase::FirstReconcile);
+        reconcile(object, ctx)
+    };
     let run = controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -122,6 +131,13 @@ fn run_scope(
             }
         }
     })
+}
+
+/// Marks [`Phase::CacheReady`] once `store` holds the first complete list.
+async fn mark_when_ready(store: Store<CachedSealedSecret>) {
+    if store.wait_until_ready().await.is_ok() {
+        startup::mark(Phase::CacheReady);
+    }
 }
 
 /// Secrets: metadata only, deletions only. A deleted Secret that was the SealedSecret's (see

@@ -84,7 +84,10 @@ async fn write_secret(
     let target = decide::target(unsealed);
     let owner = ss.metadata.uid.as_deref();
     match api.create(&PostParams::default(), &target).await {
-        Ok(_) => return Ok(()),
+        Ok(_) => {
+            crate::startup::secret_written();
+            return Ok(());
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(e) => return Err(classify(e)),
     }
@@ -94,6 +97,7 @@ async fn write_secret(
             api.replace(&ss.name_any(), &PostParams::default(), &next)
                 .await
                 .map_err(classify)?;
+            crate::startup::secret_written();
         }
         // Gone between the create and the read: the deletion watch queues it again.
         Write::Create | Write::Unchanged => {}
