@@ -52,6 +52,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ring.clone(),
         events.clone(),
     ));
+    // Every replica fills its SealedSecret cache from the start: a new leader's is warm.
+    let cache = Arc::new(reconcile::SealedSecretCache::start(
+        &client, &reconcile, &shutdown,
+    ));
     let ctx = reconcile::Context::new(
         client.clone(),
         ring.clone(),
@@ -75,6 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         events,
         metrics: metrics.clone(),
         ctx,
+        cache,
     });
     let lead = |stop, force| leader_work.clone().lead(stop, force);
     let led = leader::run(
@@ -115,6 +120,7 @@ struct LeaderWork {
     events: events::Events,
     metrics: Arc<metrics::Metrics>,
     ctx: Arc<reconcile::Context>,
+    cache: Arc<reconcile::SealedSecretCache>,
 }
 
 impl LeaderWork {
@@ -141,7 +147,7 @@ impl LeaderWork {
             };
             tokio::spawn(crate::backup::run(duty, stop.clone()))
         });
-        let reconciler = tokio::spawn(reconcile::run(self.ctx.clone(), stop));
+        let reconciler = tokio::spawn(reconcile::run(self.ctx.clone(), self.cache.clone(), stop));
         let _ = tokio::join!(keys, reconciler);
         if let Some(backups) = backups {
             let _ = backups.await;
