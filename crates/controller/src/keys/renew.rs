@@ -147,14 +147,16 @@ pub async fn stored_key_secrets(
 }
 
 /// Whether the key Secrets stored right now hold any usable key, active or waiting for its
-/// backup: a new leader must not generate a key its predecessor just created.
-pub async fn stored_key_count(
+/// backup: a new leader must not generate a key its predecessor just created. Stops at the
+/// first key that loads: the key watch has loaded them all already, and each costs an RSA key
+/// check.
+pub async fn a_key_is_stored(
     client: &Client,
     namespace: &str,
     prefix: &str,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<bool> {
     let keys = stored_key_secrets(client, namespace, prefix).await?;
-    Ok(keys.iter().filter(|s| entry_from_secret(s).is_ok()).count())
+    Ok(keys.iter().any(|s| entry_from_secret(s).is_ok()))
 }
 
 /// What the leader's key duty works with.
@@ -206,13 +208,13 @@ impl KeyDuty {
     /// with `--bootstrap-from-keyvault`, only if the vault holds none either).
     async fn ensure_a_key(&self, stop: &CancellationToken) -> bool {
         loop {
-            match stored_key_count(&self.client, &self.namespace, &self.config.prefix).await {
-                Ok(0) => {
+            match a_key_is_stored(&self.client, &self.namespace, &self.config.prefix).await {
+                Ok(false) => {
                     if self.bootstrap_or_generate().await {
                         return true;
                     }
                 }
-                Ok(_) => return true,
+                Ok(true) => return true,
                 Err(e) => tracing::warn!(error = %e, "cannot list key Secrets; retrying"),
             }
             tokio::select! {
