@@ -19,4 +19,5 @@ mod manifests;
 mod online;
 mod reconciler;
 mod smoke;
+mod startup;
 mod upstream;
