@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::{Backup, BackupDuty};
 use crate::flags::{Config, KubeConfig, watched_namespaces};
 use crate::keys::{self, KeyRing};
+use crate::startup::{self, Phase};
 use crate::{VERSION, events, http, leader, metrics, reconcile, throttle};
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -30,6 +31,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         log: _, // used by `logging::init`
     } = config;
     let client = client(&kube).await?;
+    startup::mark(Phase::Client);
     let namespace = own_namespace(namespace);
     let identity = identity(leader_config.identity.as_deref());
     reconcile.namespaces = watched_namespaces(additional_namespaces.as_deref(), &namespace);
@@ -40,6 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .transpose()?;
     let shutdown = CancellationToken::new();
     let ring = Arc::new(KeyRing::new(key_order));
+    tokio::spawn(startup::watch_first_key(ring.clone()));
     let metrics = metrics::Metrics::new(metrics_omit_secret_labels);
     let events = events::Events::new(client.clone(), identity.clone());
     tokio::spawn(keys::watch_keys(
@@ -48,6 +51,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         key_config.prefix.clone(),
         ring.clone(),
         events.clone(),
+    ));
+    // Every replica fills its SealedSecret cache from the start: a new leader's is warm.
+    let cache = Arc::new(reconcile::SealedSecretCache::start(
+        &client, &reconcile, &shutdown,
     ));
     let ctx = reconcile::Context::new(
         client.clone(),
@@ -60,6 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let refresh = metrics::key_gauges(ring.clone(), metrics.clone(), ctx.clone());
     let state = http::HttpState::new(&http_config, ring.clone(), metrics.clone(), refresh);
     let servers = http::serve(&http_config, state, shutdown.clone()).await?;
+    startup::mark(Phase::HttpListening);
     let force = relay_signals(shutdown.clone());
 
     let leader_work = Arc::new(LeaderWork {
@@ -71,6 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         events,
         metrics: metrics.clone(),
         ctx,
+        cache,
     });
     let lead = |stop, force| leader_work.clone().lead(stop, force);
     let led = leader::run(
@@ -111,6 +120,7 @@ struct LeaderWork {
     events: events::Events,
     metrics: Arc<metrics::Metrics>,
     ctx: Arc<reconcile::Context>,
+    cache: Arc<reconcile::SealedSecretCache>,
 }
 
 impl LeaderWork {
@@ -137,7 +147,7 @@ impl LeaderWork {
             };
             tokio::spawn(crate::backup::run(duty, stop.clone()))
         });
-        let reconciler = tokio::spawn(reconcile::run(self.ctx.clone(), stop));
+        let reconciler = tokio::spawn(reconcile::run(self.ctx.clone(), self.cache.clone(), stop));
         let _ = tokio::join!(keys, reconciler);
         if let Some(backups) = backups {
             let _ = backups.await;

@@ -7,11 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::startup::{self, Phase};
 
 /// Leader election (from the flags).
 #[derive(Clone, Debug)]
@@ -55,12 +60,13 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     if !config.enabled {
+        startup::mark(Phase::Leading);
         metrics.leader.set(1);
         lead(shutdown, force).await;
         return Ok(());
     }
     let duration = config.lease_duration.as_secs().max(3);
-    let manager = LeaseManagerBuilder::new(client, config.lease.clone())
+    let manager = LeaseManagerBuilder::new(client.clone(), config.lease.clone())
         .with_namespace(namespace.to_owned())
         .with_identity(identity.to_owned())
         .with_duration(duration)
@@ -68,10 +74,17 @@ where
         .build()
         .await
         .context("setting up leader election")?;
+    let leases: Api<Lease> = Api::namespaced(client, namespace);
+    match take_if_free(&leases, &config.lease, identity, duration).await {
+        Ok(true) => tracing::debug!(identity = %identity, "took the free Lease"),
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "could not take the Lease at once; waiting for it"),
+    }
     let (mut leading, lease_task) = manager.watch().await;
     // The key manager's SIGUSR1 channel moves from one term of leadership to the next.
     let force = Arc::new(Mutex::new(force));
     while wait_for_leadership(&mut leading, &shutdown).await? {
+        startup::mark(Phase::Leading);
         tracing::info!(identity = %identity, "became the leader");
         metrics.leader.set(1);
         let term = shutdown.child_token();
@@ -103,6 +116,64 @@ where
     Ok(())
 }
 
+/// Takes the Lease in one step when it is free: nobody holds it, or its holder's term has
+/// expired (see [`is_free`]). kube_lease_manager would release an expired Lease, sleep 0.1–1 s
+/// at random and only then take it; here the take is one patch conditional on the Lease's
+/// `resourceVersion`, so that of replicas racing for it exactly one succeeds (the others get 409
+/// and wait for the Lease as before). True when this replica holds it now.
+async fn take_if_free(
+    leases: &Api<Lease>,
+    name: &str,
+    identity: &str,
+    duration: u64,
+) -> anyhow::Result<bool> {
+    let lease = leases.get(name).await?;
+    let spec = lease.spec.unwrap_or_default();
+    if !is_free(&spec, identity, jiff::Timestamp::now()) {
+        return Ok(false);
+    }
+    let now = MicroTime(jiff::Timestamp::now());
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": lease.metadata.resource_version },
+        "spec": {
+            "holderIdentity": identity,
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseDurationSeconds": duration,
+            "leaseTransitions": spec.lease_transitions.unwrap_or(0).saturating_add(1),
+        },
+    });
+    // The field manager kube_lease_manager uses for this identity: its later renewals and its
+    // release then patch fields this replica already manages.
+    let params = PatchParams {
+        field_manager: Some(format!("kube-lease-manager-{identity}")),
+        ..PatchParams::default()
+    };
+    match leases.patch(name, &params, &Patch::Merge(patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a replica may take a Lease with `spec` at `now` without waiting: it has no holder,
+/// or its holder did not renew it within its duration (by the rule kube_lease_manager applies:
+/// renew time plus duration, a missing one counting as expired). A Lease this replica holds
+/// already is left to kube_lease_manager, which resumes it at once.
+fn is_free(spec: &LeaseSpec, identity: &str, now: jiff::Timestamp) -> bool {
+    let Some(holder) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else {
+        return true;
+    };
+    if holder == identity {
+        return false;
+    }
+    let (Some(renewed), Some(seconds)) = (&spec.renew_time, spec.lease_duration_seconds) else {
+        return true;
+    };
+    let expiry = renewed.0 + jiff::SignedDuration::from_secs(i64::from(seconds.max(0)));
+    now > expiry
+}
+
 /// Waits until this replica leads (true) or shuts down (false).
 async fn wait_for_leadership(
     leading: &mut watch::Receiver<bool>,
@@ -129,5 +200,60 @@ async fn relay(
             () = term.cancelled() => return,
             Some(()) = rx.recv() => { let _ = to.try_send(()); }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(
+        holder: Option<&str>,
+        renewed_secs_ago: Option<i64>,
+        duration: Option<i32>,
+    ) -> LeaseSpec {
+        let now = jiff::Timestamp::now();
+        LeaseSpec {
+            holder_identity: holder.map(str::to_owned),
+            renew_time: renewed_secs_ago
+                .map(|s| MicroTime(now - jiff::SignedDuration::from_secs(s))),
+            lease_duration_seconds: duration,
+            ..LeaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn only_a_lease_nobody_holds_or_whose_holder_lapsed_is_free() {
+        let now = jiff::Timestamp::now();
+        assert!(is_free(&LeaseSpec::default(), "me", now), "never held");
+        assert!(is_free(&held(None, None, None), "me", now), "released");
+        assert!(
+            is_free(&held(Some(""), Some(0), Some(15)), "me", now),
+            "released (empty holder)"
+        );
+        assert!(
+            is_free(&held(Some("other"), Some(3600), Some(15)), "me", now),
+            "expired an hour ago"
+        );
+        assert!(
+            is_free(&held(Some("other"), Some(16), Some(15)), "me", now),
+            "expired a second ago"
+        );
+        assert!(
+            is_free(&held(Some("other"), None, Some(15)), "me", now),
+            "no renew time"
+        );
+        assert!(
+            !is_free(&held(Some("other"), Some(14), Some(15)), "me", now),
+            "a live holder keeps it"
+        );
+        assert!(
+            !is_free(&held(Some("other"), Some(0), Some(3600)), "me", now),
+            "a live holder keeps it"
+        );
+        assert!(
+            !is_free(&held(Some("me"), Some(3600), Some(15)), "me", now),
+            "its own: left to the manager"
+        );
     }
 }

@@ -17,6 +17,7 @@
 //! - [`events`], [`metrics`]: what the controller reports (a new metric: a field on
 //!   [`metrics::Metrics`], registered in `Metrics::new`, set where it happens);
 //! - [`http`]: `/v1/cert.pem`, `/v1/verify`, `/v1/rotate`, health and `/metrics`;
+//! - [`startup`]: when each step from process start to the first Secret written happened;
 //! - [`throttle`], [`bucket`]: the client-side API rate limit and the token bucket it shares
 //!   with HTTP's per-client limit.
 
@@ -34,6 +35,7 @@ pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod reconcile;
+pub mod startup;
 pub mod throttle;
 
 pub use app::run;

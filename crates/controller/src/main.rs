@@ -10,6 +10,7 @@ use clap::Parser as _;
 use keyseal_controller::{Flags, VERSION, logging};
 
 fn main() -> ExitCode {
+    keyseal_controller::startup::process_started();
     let flags = match Flags::try_parse() {
         Ok(f) => f,
         Err(e) => {

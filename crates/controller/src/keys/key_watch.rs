@@ -13,6 +13,7 @@ use kube::{Api, Client};
 
 use super::{KeyEntry, KeyRing, entry_from_secret};
 use crate::events::Events;
+use crate::startup::{self, Phase};
 
 /// Keeps `ring` equal to the active key Secrets in `namespace` until the stream ends. A key
 /// Secret that does not parse is skipped with a warning (never a crash); one relabelled away
@@ -51,6 +52,7 @@ pub async fn watch_keys(
         }
         let secrets = sources.iter().flat_map(|s| s.seen.values());
         let entries = load(secrets, &namespace, &prefix, &ring, &events).await;
+        startup::mark(Phase::KeysListed);
         update(&ring, entries);
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{KeyRing, entry_from_secret};
 use crate::backup::{Backup, PENDING_BACKUP, is_pending};
+use crate::startup::{self, Phase};
 
 /// How keys are made and renewed (from the flags).
 #[derive(Clone, Debug)]
@@ -84,6 +85,7 @@ pub async fn generate_key(
     let created = Api::<Secret>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &secret)
         .await?;
+    startup::mark(Phase::KeyGenerated);
     let entry = entry_from_secret(&created).map_err(anyhow::Error::msg)?;
     let name = entry.secret_name.clone();
     if let Some(backup) = pending {
@@ -145,14 +147,16 @@ pub async fn stored_key_secrets(
 }
 
 /// Whether the key Secrets stored right now hold any usable key, active or waiting for its
-/// backup: a new leader must not generate a key its predecessor just created.
-pub async fn stored_key_count(
+/// backup: a new leader must not generate a key its predecessor just created. Stops at the
+/// first key that loads: the key watch has loaded them all already, and each costs an RSA key
+/// check.
+pub async fn a_key_is_stored(
     client: &Client,
     namespace: &str,
     prefix: &str,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<bool> {
     let keys = stored_key_secrets(client, namespace, prefix).await?;
-    Ok(keys.iter().filter(|s| entry_from_secret(s).is_ok()).count())
+    Ok(keys.iter().any(|s| entry_from_secret(s).is_ok()))
 }
 
 /// What the leader's key duty works with.
@@ -204,13 +208,13 @@ impl KeyDuty {
     /// with `--bootstrap-from-keyvault`, only if the vault holds none either).
     async fn ensure_a_key(&self, stop: &CancellationToken) -> bool {
         loop {
-            match stored_key_count(&self.client, &self.namespace, &self.config.prefix).await {
-                Ok(0) => {
+            match a_key_is_stored(&self.client, &self.namespace, &self.config.prefix).await {
+                Ok(false) => {
                     if self.bootstrap_or_generate().await {
                         return true;
                     }
                 }
-                Ok(_) => return true,
+                Ok(true) => return true,
                 Err(e) => tracing::warn!(error = %e, "cannot list key Secrets; retrying"),
             }
             tokio::select! {

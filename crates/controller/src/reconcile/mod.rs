@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 
 pub use cache::CachedSealedSecret;
 pub use decide::Refusal;
-pub use watch::run;
+pub use watch::{SealedSecretCache, run};
 
 use self::decide::Outcome;
 use self::ledger::{Begin, Ledger, Synced};

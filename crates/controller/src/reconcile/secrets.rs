@@ -14,14 +14,21 @@ use kube::runtime::watcher;
 
 use super::object_key;
 
-/// The resourceVersions of the SealedSecrets' own Secrets, by `namespace/name`.
+/// The resourceVersions of the SealedSecrets' own Secrets, per watch scope (all namespaces, or
+/// one namespace of `--additional-namespaces`: each has its own watch and its own lists).
 #[derive(Default)]
-pub(super) struct SecretVersions(Mutex<State>);
+pub(super) struct SecretVersions(Mutex<HashMap<Scope, State>>);
+
+/// A watch scope: `None` for all namespaces.
+pub(super) type Scope = Option<String>;
 
 #[derive(Default)]
 struct State {
-    /// The first list has completed: what is not in `current` is not a Secret of ours.
+    /// A list has completed and no relist is under way: what is not in `current` is not a
+    /// Secret of ours. False from `Init` to `InitDone`, since the watch may have missed changes
+    /// (it was down, or this replica was not leading).
     listed: bool,
+    /// By `namespace/name`.
     current: HashMap<String, Versioned>,
     /// Filled by a (re)list until it completes.
     relisting: Option<HashMap<String, Versioned>>,
@@ -40,9 +47,11 @@ impl SecretVersions {
     /// deletion no event will report.
     pub(super) fn observe(
         &self,
+        scope: &Scope,
         event: watcher::Event<PartialObjectMeta<Secret>>,
     ) -> Vec<PartialObjectMeta<Secret>> {
-        let mut state = self.0.lock().expect("secret versions lock");
+        let mut scopes = self.0.lock().expect("secret versions lock");
+        let state = scopes.entry(scope.clone()).or_default();
         match event {
             watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => {
                 let key = key_of(&secret.metadata);
@@ -66,6 +75,7 @@ impl SecretVersions {
                 }
             }
             watcher::Event::Init => {
+                state.listed = false;
                 state.relisting = Some(HashMap::new());
                 Vec::new()
             }
@@ -83,10 +93,13 @@ impl SecretVersions {
     }
 
     /// The resourceVersion of the Secret `namespace/name` if it is known to be one of ours;
-    /// `None` when it is not known (the first list has not completed, it is absent, or it is
-    /// not a SealedSecret's): the API server is asked then.
+    /// `None` when it is not known (its scope is being listed, it is absent, or it is not a
+    /// SealedSecret's): the API server is asked then.
     pub(super) fn version(&self, namespace: &str, name: &str) -> Option<String> {
-        let state = self.0.lock().expect("secret versions lock");
+        let scopes = self.0.lock().expect("secret versions lock");
+        let state = scopes
+            .get(&Some(namespace.to_owned()))
+            .or_else(|| scopes.get(&None))?;
         let known = state
             .listed
             .then(|| state.current.get(&object_key(namespace, name)));
@@ -208,6 +221,8 @@ mod tests {
         }
     }
 
+    const SHOP: Scope = None;
+
     fn names(gone: Vec<PartialObjectMeta<Secret>>) -> Vec<String> {
         gone.into_iter().filter_map(|m| m.metadata.name).collect()
     }
@@ -215,48 +230,73 @@ mod tests {
     #[test]
     fn versions_are_known_once_listed_and_follow_the_watch() {
         let versions = SecretVersions::default();
-        versions.observe(watcher::Event::Init);
-        versions.observe(watcher::Event::InitApply(ours("db", "7")));
+        versions.observe(&SHOP, watcher::Event::Init);
+        versions.observe(&SHOP, watcher::Event::InitApply(ours("db", "7")));
         let mut theirs = ours("other", "8");
         theirs.metadata.annotations = None;
-        versions.observe(watcher::Event::InitApply(theirs.clone()));
+        versions.observe(&SHOP, watcher::Event::InitApply(theirs.clone()));
         assert_eq!(versions.version("shop", "db"), None, "not listed yet");
-        assert!(names(versions.observe(watcher::Event::InitDone)).is_empty());
+        assert!(names(versions.observe(&SHOP, watcher::Event::InitDone)).is_empty());
         assert_eq!(versions.version("shop", "db").as_deref(), Some("7"));
         assert_eq!(
             versions.version("shop", "other"),
             None,
             "not ours: not kept"
         );
-        versions.observe(watcher::Event::Apply(ours("db", "9")));
+        versions.observe(&SHOP, watcher::Event::Apply(ours("db", "9")));
         assert_eq!(versions.version("shop", "db").as_deref(), Some("9"));
         assert_eq!(
-            names(versions.observe(watcher::Event::Delete(ours("db", "9")))),
+            names(versions.observe(&SHOP, watcher::Event::Delete(ours("db", "9")))),
             ["db"]
         );
         assert_eq!(versions.version("shop", "db"), None);
-        assert!(names(versions.observe(watcher::Event::Delete(theirs))).is_empty());
+        assert!(names(versions.observe(&SHOP, watcher::Event::Delete(theirs))).is_empty());
     }
 
     /// A Secret deleted while the watch was down is reported by no event: the relist shows it.
     #[test]
     fn a_relist_reports_what_vanished_meanwhile() {
         let versions = SecretVersions::default();
-        versions.observe(watcher::Event::Init);
-        versions.observe(watcher::Event::InitApply(ours("kept", "1")));
-        versions.observe(watcher::Event::InitApply(ours("vanished", "2")));
-        versions.observe(watcher::Event::InitDone);
-        versions.observe(watcher::Event::Init);
-        versions.observe(watcher::Event::InitApply(ours("kept", "3")));
+        versions.observe(&SHOP, watcher::Event::Init);
+        versions.observe(&SHOP, watcher::Event::InitApply(ours("kept", "1")));
+        versions.observe(&SHOP, watcher::Event::InitApply(ours("vanished", "2")));
+        versions.observe(&SHOP, watcher::Event::InitDone);
+        versions.observe(&SHOP, watcher::Event::Init);
+        versions.observe(&SHOP, watcher::Event::InitApply(ours("kept", "3")));
         assert_eq!(
-            versions.version("shop", "kept").as_deref(),
-            Some("1"),
-            "the old list holds until the new one completes"
+            versions.version("shop", "kept"),
+            None,
+            "unknown until the relist completes: the watch may have missed changes"
         );
-        let gone = versions.observe(watcher::Event::InitDone);
+        let gone = versions.observe(&SHOP, watcher::Event::InitDone);
         assert_eq!(gone[0].metadata.namespace.as_deref(), Some("shop"));
         assert_eq!(names(gone), ["vanished"]);
         assert_eq!(versions.version("shop", "kept").as_deref(), Some("3"));
         assert_eq!(versions.version("shop", "vanished"), None);
+    }
+
+    /// With `--additional-namespaces` each namespace has its own watch: one's list neither
+    /// vouches for nor erases another's.
+    #[test]
+    fn each_scope_lists_on_its_own() {
+        let versions = SecretVersions::default();
+        let (shop, bank) = (Some("shop".to_owned()), Some("bank".to_owned()));
+        let mut vault = ours("vault", "5");
+        vault.metadata.namespace = Some("bank".into());
+        versions.observe(&shop, watcher::Event::Init);
+        versions.observe(&shop, watcher::Event::InitApply(ours("db", "1")));
+        versions.observe(&shop, watcher::Event::InitDone);
+        versions.observe(&bank, watcher::Event::Init);
+        versions.observe(&bank, watcher::Event::InitApply(vault));
+        assert_eq!(versions.version("shop", "db").as_deref(), Some("1"));
+        assert_eq!(
+            versions.version("bank", "vault"),
+            None,
+            "bank not listed yet"
+        );
+        assert!(names(versions.observe(&bank, watcher::Event::InitDone)).is_empty());
+        assert_eq!(versions.version("bank", "vault").as_deref(), Some("5"));
+        assert_eq!(versions.version("shop", "db").as_deref(), Some("1"));
+        assert_eq!(versions.version("elsewhere", "db"), None, "not watched");
     }
 }

@@ -103,16 +103,23 @@ async fn write_secret(
     let target = decide::target(unsealed);
     let owner = ss.metadata.uid.as_deref();
     match api.create(&PostParams::default(), &target).await {
-        Ok(created) => return Ok(created.metadata.resource_version),
+        Ok(created) => {
+            crate::startup::secret_written();
+            return Ok(created.metadata.resource_version);
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(e) => return Err(classify(e)),
     }
     let existing = api.get(&ss.name_any()).await.map_err(classify)?;
     let written = match decide::write(owner, &target, Some(&existing))? {
-        Write::Replace(next) => api
-            .replace(&ss.name_any(), &PostParams::default(), &next)
-            .await
-            .map_err(classify)?,
+        Write::Replace(next) => {
+            let replaced = api
+                .replace(&ss.name_any(), &PostParams::default(), &next)
+                .await
+                .map_err(classify)?;
+            crate::startup::secret_written();
+            replaced
+        }
         Write::Unchanged => existing,
         // Gone between the create and the read: the deletion watch queues it again.
         Write::Create => return Ok(None),

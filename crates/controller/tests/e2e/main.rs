@@ -20,4 +20,5 @@ mod online;
 mod reconciler;
 mod restart;
 mod smoke;
+mod startup;
 mod upstream;
